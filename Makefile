@@ -1,0 +1,30 @@
+# make install | demo | test | bench   (each creates .venv at the repository root if missing)
+VENV    ?= .venv
+PYTHON  ?= python3
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.edgeslim-installed
+DEMO_OUT ?= demo-out
+
+.PHONY: install demo test bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml constraints.txt | $(PY)
+	$(PY) -m pip install -q -c constraints.txt -e '.[compress,demo,test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/edgeslim run --out $(DEMO_OUT)
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) bench/run_bench.py
+
+clean:
+	rm -rf $(DEMO_OUT) build *.egg-info

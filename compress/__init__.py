@@ -1,0 +1,10 @@
+"""Compression steps: structured pruning, distillation, quantization.
+
+Importing this package registers every step; torch, nncf and torch-pruning are imported lazily
+inside the handlers, so configs can be parsed on a machine without them.
+"""
+from edgeslim.compress.registry import (StepConfig, apply_step, check_order, make_step,
+                                        register_step, step_names)
+from edgeslim.compress import prune, distill, quantize  # noqa: F401  (registration)
+
+__all__ = ["StepConfig", "apply_step", "check_order", "make_step", "register_step", "step_names"]

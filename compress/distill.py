@@ -1,0 +1,39 @@
+"""Knowledge distillation: fine-tune the (pruned) model towards the original model's outputs."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from edgeslim.compress.registry import StepConfig, register_step, require
+
+
+@dataclass
+class DistillConfig(StepConfig):
+    name: ClassVar[str] = "distill"
+    stage: ClassVar[str] = "torch"
+    epochs: int = 10
+    lr: float = 1e-3
+    temperature: float = 4.0
+    alpha: float = 0.7
+    weight_decay: float = 1e-4
+    seed: int = 0
+
+    def check(self) -> None:
+        require(self.epochs >= 1, "distill.epochs", self.epochs, "at least 1")
+        require(self.lr > 0, "distill.lr", self.lr, "positive")
+        require(self.temperature > 0, "distill.temperature", self.temperature, "positive")
+        require(0.0 <= self.alpha <= 1.0, "distill.alpha", self.alpha, "in [0, 1]")
+
+
+@register_step(DistillConfig)
+def distill(model, config: DistillConfig, ctx):
+    from edgeslim.compress.train import FitOptions, evaluate_torch, fit
+
+    train = ctx.data.need("train", "distillation")
+    options = FitOptions(epochs=config.epochs, lr=config.lr, weight_decay=config.weight_decay,
+                         temperature=config.temperature, alpha=config.alpha, seed=config.seed)
+    fit(model, train, options, label=f"{ctx.candidate}: distill", teacher=ctx.teacher,
+        val=ctx.data.val, metric=ctx.metric)
+    if ctx.data.val:
+        ctx.record(val_after_distill=evaluate_torch(model, ctx.data.val, ctx.metric))
+    return model

@@ -1,0 +1,121 @@
+"""Quantization of the exported ONNX model: INT8 PTQ (NNCF, QDQ), dynamic INT8 and fp16.
+
+INT8 is applied to the ONNX model, not the torch one: NNCF's torch export writes OpenVINO's
+FakeQuantize, which onnxruntime cannot load, while quantizing the ONNX model gives
+QuantizeLinear/DequantizeLinear pairs that onnxruntime fuses into integer kernels.
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from edgeslim.compress.registry import StepConfig, register_step, require
+from edgeslim.progress import log
+
+
+@dataclass
+class Int8Config(StepConfig):
+    name: ClassVar[str] = "int8"
+    stage: ClassVar[str] = "onnx"
+    subset_size: int = 300          # calibration samples
+    preset: str = "performance"     # performance: symmetric activations; mixed: asymmetric
+    fast_bias_correction: bool = True
+
+    def check(self) -> None:
+        require(self.subset_size >= 1, "int8.subset_size", self.subset_size, "at least 1")
+        require(self.preset in ("performance", "mixed"), "int8.preset", self.preset, "'performance' or 'mixed'")
+
+
+@dataclass
+class DynamicConfig(StepConfig):
+    name: ClassVar[str] = "dynamic"
+    stage: ClassVar[str] = "onnx"
+    per_channel: bool = False
+
+    def check(self) -> None:
+        pass
+
+
+@dataclass
+class Fp16Config(StepConfig):
+    name: ClassVar[str] = "fp16"
+    stage: ClassVar[str] = "onnx"
+    keep_io_types: bool = True      # float32 in and out, float16 inside
+
+    def check(self) -> None:
+        pass
+
+
+def calibration_samples(ctx, limit: int) -> list[dict]:
+    """Single-sample feeds cut from the calibration batches, at most `limit` of them."""
+    from edgeslim.data import feed_for
+
+    samples = []
+    for inputs in ctx.data.calibration_inputs():
+        feed = feed_for(inputs, ctx.input_names)
+        rows = next(iter(feed.values())).shape[0]
+        for row in range(rows):
+            samples.append({name: value[row:row + 1] for name, value in feed.items()})
+            if len(samples) >= limit:
+                return samples
+    return samples
+
+
+def looks_like_transformer(model) -> bool:
+    """Attention shows as Softmax over MatMul; NNCF then keeps sensitive ops in float."""
+    ops = {node.op_type for node in model.graph.node}
+    return "Softmax" in ops and "MatMul" in ops
+
+
+@register_step(Int8Config)
+def int8(model, config: Int8Config, ctx):
+    import nncf
+
+    samples = calibration_samples(ctx, config.subset_size)
+    model_type = nncf.ModelType.TRANSFORMER if looks_like_transformer(model) else None
+    log(f"{ctx.candidate}: int8 calibration on {len(samples)} samples"
+        f"{' (transformer rules)' if model_type else ''}")
+    quantized = nncf.quantize(
+        model,
+        nncf.Dataset(samples),
+        preset=nncf.QuantizationPreset.PERFORMANCE if config.preset == "performance" else nncf.QuantizationPreset.MIXED,
+        subset_size=len(samples),
+        fast_bias_correction=config.fast_bias_correction,
+        model_type=model_type,
+    )
+    ctx.record(calibration_samples=len(samples))
+    return quantized
+
+
+@register_step(DynamicConfig)
+def dynamic(model, config: DynamicConfig, ctx):
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        source, target = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
+        onnx.save(model, source)
+        quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=config.per_channel)
+        return onnx.load(target)
+
+
+@register_step(Fp16Config)
+def fp16(model, config: Fp16Config, ctx):
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    return convert_float_to_float16(model, keep_io_types=config.keep_io_types)
+
+
+def dtype_counts(model) -> dict:
+    """How many initializer elements each dtype holds, for the manifest."""
+    import onnx
+
+    counts: dict[str, int] = {}
+    for tensor in model.graph.initializer:
+        name = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).name
+        counts[name] = counts.get(name, 0) + int(np.prod(tensor.dims, dtype=np.int64))
+    return counts

@@ -1,0 +1,42 @@
+"""Measure a bundle's latency on a device profile, in a child process."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+
+from edgeslim.devices.profiles import DeviceProfile
+from edgeslim.errors import DeviceError, EdgeslimError
+
+
+@dataclass
+class BenchConfig:
+    runs: int = 200
+    warmup: int = 20
+    batch: int = 1
+    timeout_s: float = 600.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def measure_latency(bundle: str, profile: DeviceProfile, config: BenchConfig) -> dict:
+    command = [sys.executable, "-m", "edgeslim.devices.worker", str(bundle), "--provider", profile.provider,
+               "--threads", str(profile.thread_count() if profile.provider == "cpu" else 0),
+               "--cores", str(profile.cores or 0), "--runs", str(config.runs),
+               "--warmup", str(config.warmup), "--batch", str(config.batch)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=config.timeout_s)
+    except subprocess.TimeoutExpired:
+        raise DeviceError(f"benchmark of {bundle} on '{profile.name}' took over {config.timeout_s:.0f} s; "
+                          "lower --runs or check the device") from None
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise EdgeslimError(f"benchmark of {bundle} on '{profile.name}' failed: {tail}")
+    result = json.loads(lines[-1])
+    if "error" in result:
+        raise (DeviceError if result.get("kind") == "DeviceError" else EdgeslimError)(result["error"])
+    result["emulated"] = profile.emulated
+    return result

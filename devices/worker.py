@@ -1,0 +1,65 @@
+"""Child process that loads one bundle and benchmarks it; prints one JSON line.
+
+Run apart from the parent so that load time, first run and peak memory are this bundle's alone.
+`python -m edgeslim.devices.worker BUNDLE --device cpu --threads 2 --runs 200 --warmup 20`
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("bundle")
+    parser.add_argument("--provider", default="cpu")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--cores", type=int, default=0)
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=1)
+    args = parser.parse_args(argv)
+    if args.cores and hasattr(os, "sched_setaffinity"):
+        allowed = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, allowed[:args.cores])
+
+    from edgeslim.errors import EdgeslimError
+    from edgeslim.sdk import load
+
+    try:
+        before_kb = _status_kb("VmRSS")
+        model = load(args.bundle, device=args.provider, threads=args.threads or None)
+        stats = model.benchmark(runs=args.runs, warmup=args.warmup, batch=args.batch)
+    except EdgeslimError as exc:
+        print(json.dumps({"error": str(exc), "kind": type(exc).__name__}))
+        return 2
+    stats["peak_rss_mb"] = _peak_rss_kb() / 1024.0
+    stats["model_rss_mb"] = max(_status_kb("VmRSS") - before_kb, 0) / 1024.0
+    stats["threads"] = args.threads or None
+    stats["provider"] = model.provider
+    print(json.dumps(stats))
+    return 0
+
+
+def _status_kb(field: str) -> int:
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _peak_rss_kb() -> int:
+    """This process's peak resident memory. Linux keeps ru_maxrss across exec, so a child of a
+    large parent (torch) would report the parent's peak; VmHWM belongs to the new address space."""
+    return _status_kb("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""The `edgeslim` command. Thin: parse options, call the library, map errors to exit codes.
+
+Exit codes: 0 success, 1 a gate failed, 2 bad usage or bad input (one sentence on stderr),
+3 an internal error (a bug: please report it with the --debug traceback).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from edgeslim import __version__
+from edgeslim.errors import EdgeslimError, GateFailed
+
+QUANTIZE_MODES = ("none", "int8", "dynamic", "fp16")
+
+
+class Cli(click.Group):
+    """Turns errors into one sentence and an exit code instead of a traceback."""
+
+    def invoke(self, ctx):
+        debug = "--debug" in sys.argv
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except GateFailed as exc:
+            click.echo(f"edgeslim: gate failed: {exc}", err=True)
+            ctx.exit(1)
+        except EdgeslimError as exc:
+            if debug:
+                raise
+            click.echo(f"edgeslim: error: {exc}", err=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            click.echo("edgeslim: interrupted", err=True)
+            ctx.exit(130)
+        except Exception as exc:  # a bug, not bad input
+            if debug:
+                raise
+            click.echo(f"edgeslim: internal error: {type(exc).__name__}: {exc} "
+                       "(rerun with --debug for the traceback and report it)", err=True)
+            ctx.exit(3)
+
+
+@click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgeslim")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
+def main(debug: bool, quiet: bool) -> None:
+    """Make trained PyTorch models small and fast for edge devices, and prove it."""
+    from edgeslim.progress import set_quiet
+
+    set_quiet(quiet)
+
+
+def _out_dir_check(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise click.BadParameter(f"{out} exists and is not a directory", param_hint="--out")
+
+
+# -- build ----------------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("recipe", required=False, type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Directory for bundles and report.")
+def run(recipe: str | None, out: Path) -> None:
+    """The whole pipeline from a RECIPE.yaml; with none, the embedded digits demo."""
+    import edgeslim.compress  # noqa: F401  (registers the steps)
+    from edgeslim.recipe import default_recipe, load_recipe
+    from edgeslim.report.gates import failures
+    from edgeslim.report.markdown import render_markdown
+    from edgeslim.run import run_recipe
+
+    _out_dir_check(out)
+    plan = load_recipe(recipe) if recipe else default_recipe()
+    report = run_recipe(plan, out)
+    click.echo(render_markdown(report))
+    if report.get("passed") is False:
+        raise GateFailed("; ".join(failures(report)))
+
+
+def _common_model_options(function):
+    function = click.option("--model", "model_spec", required=True, help="path/file.py:factory or package.module:factory")(function)
+    function = click.option("--weights", type=click.Path(), help="A state dict: .pt, .pth or .safetensors.")(function)
+    function = click.option("--data", "data_spec", required=True, help="Data factory spec returning {'val', 'train', ...}.")(function)
+    function = click.option("--metric", default="top1", show_default=True, help="top1 or a spec of fn(outputs, labels).")(function)
+    function = click.option("--out", required=True, type=click.Path(path_type=Path), help="Bundle directory to write.")(function)
+    function = click.option("--name", help="Bundle name (default: the --out directory's name).")(function)
+    function = click.option("--opset", default=17, show_default=True, type=int)(function)
+    function = click.option("--atol", default=1e-4, show_default=True, type=float, help="Parity tolerance, absolute.")(function)
+    function = click.option("--rtol", default=1e-3, show_default=True, type=float, help="Parity tolerance, relative.")(function)
+    return function
+
+
+def _build(model_spec, weights, data_spec, metric_spec, out, name, steps, opset, atol, rtol) -> dict:
+    from edgeslim.compress.model_io import load_model
+    from edgeslim.export.onnx_export import ExportConfig
+    from edgeslim.pipeline import build_bundle
+    from edgeslim.specs import load_data, load_metric
+    from edgeslim.compress import check_order
+
+    _out_dir_check(out)
+    check_order(steps)
+    model = load_model(model_spec, weights)
+    data = load_data(data_spec)
+    metric = load_metric(metric_spec)
+    return build_bundle(model, steps, data, out, name or out.name, metric, ExportConfig(opset=opset, atol=atol, rtol=rtol))
+
+
+def _echo_built(manifest: dict, out: Path) -> None:
+    metrics = manifest["metrics"]
+    accuracy = f", accuracy {metrics['accuracy']:.2f}" if "accuracy" in metrics else ""
+    click.echo(f"wrote {out}: {metrics['size_bytes'] / 1024:.1f} KB, {metrics['params']:,} params{accuracy}")
+
+
+@main.command()
+@_common_model_options
+def export(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol) -> None:
+    """The uncompressed baseline as a bundle (parity-checked against torch)."""
+    manifest = _build(model_spec, weights, data_spec, metric, out, name, [], opset, atol, rtol)
+    _echo_built(manifest, out)
+
+
+@main.command()
+@_common_model_options
+@click.option("--prune", "prune_ratio", type=float, default=0.0, show_default=True,
+              help="Fraction of channels to remove (structured, dependency-aware).")
+@click.option("--round-to", type=int, default=8, show_default=True, help="Keep channel counts multiples of this.")
+@click.option("--distill/--no-distill", default=None, help="Fine-tune from the original by distillation (default: on when pruning).")
+@click.option("--epochs", type=int, default=10, show_default=True, help="Distillation epochs.")
+@click.option("--quantize", type=click.Choice(QUANTIZE_MODES), default="none", show_default=True)
+@click.option("--calibration-samples", type=int, default=300, show_default=True)
+def compress(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol, prune_ratio, round_to,
+             distill, epochs, quantize, calibration_samples) -> None:
+    """One compressed bundle: prune, distill, quantize, export."""
+    from edgeslim.compress import make_step
+
+    steps = []
+    if prune_ratio:
+        steps.append(make_step("prune", {"ratio": prune_ratio, "round_to": round_to}))
+    if distill if distill is not None else bool(prune_ratio):
+        steps.append(make_step("distill", {"epochs": epochs}))
+    if quantize == "int8":
+        steps.append(make_step("int8", {"subset_size": calibration_samples}))
+    elif quantize != "none":
+        steps.append(make_step(quantize))
+    manifest = _build(model_spec, weights, data_spec, metric, out, name, steps, opset, atol, rtol)
+    _echo_built(manifest, out)
+
+
+# -- measure --------------------------------------------------------------------------------------
+
+def _bench_options(function):
+    function = click.option("--runs", default=200, show_default=True, type=click.IntRange(1))(function)
+    function = click.option("--warmup", default=20, show_default=True, type=click.IntRange(0))(function)
+    function = click.option("--batch", default=1, show_default=True, type=click.IntRange(1))(function)
+    return function
+
+
+@main.command()
+@click.argument("bundles", nargs=-1, required=True)
+@click.option("--data", "data_spec", required=True)
+@click.option("--device", "devices", multiple=True, default=("cpu",), show_default=True)
+@click.option("--metric", default="top1", show_default=True)
+@click.option("--baseline", help="The bundle name the others are compared with (default: the first).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="REPORT.json to write (a .md beside it).")
+@_bench_options
+def validate(bundles, data_spec, devices, metric, baseline, out, runs, warmup, batch) -> None:
+    """Accuracy and latency of each bundle on each device."""
+    from edgeslim.devices.runner import BenchConfig
+    from edgeslim.export.bundle import write_json, write_text
+    from edgeslim.pipeline import validate_bundles
+    from edgeslim.report.markdown import render_markdown
+    from edgeslim.specs import load_data, load_metric
+
+    data = load_data(data_spec)
+    report = validate_bundles(list(bundles), data, list(devices), load_metric(metric), metric, baseline,
+                              BenchConfig(runs=runs, warmup=warmup, batch=batch))
+    write_json(out, report)
+    write_text(out.with_suffix(".md"), render_markdown(report))
+    click.echo(render_markdown(report))
+
+
+@main.command()
+@click.argument("report_path", metavar="REPORT.json")
+@click.option("--against", type=click.Path(), help="An older report: gate each candidate against its namesake.")
+@click.option("--max-accuracy-drop", type=float, help="Points of the metric a candidate may lose.")
+@click.option("--max-latency-increase", type=float, help="Fraction of p50 a candidate may add (0.1 = +10%).")
+@click.option("--html", "html_out", type=click.Path(path_type=Path), help="Also write an HTML page.")
+@click.option("--md", "md_out", type=click.Path(path_type=Path), help="Also write the Markdown to a file.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the report with its gates.")
+def report(report_path, against, max_accuracy_drop, max_latency_increase, html_out, md_out, json_out) -> None:
+    """Render a report and apply gates (exit 1 when one fails)."""
+    from edgeslim.export.bundle import write_json, write_text
+    from edgeslim.report.gates import GateConfig, apply_gates, failures
+    from edgeslim.report.html import render_html
+    from edgeslim.report.markdown import render_markdown
+    from edgeslim.report.schema import read_report
+
+    document = read_report(report_path)
+    gates = GateConfig(max_accuracy_drop, max_latency_increase)
+    passed = apply_gates(document, gates, read_report(against) if against else None)
+    text = render_markdown(document)
+    click.echo(text)
+    if md_out:
+        write_text(md_out, text)
+    if html_out:
+        write_text(html_out, render_html(document))
+    if json_out:
+        write_json(json_out, document)
+    if not passed:
+        raise GateFailed("; ".join(failures(document)))
+
+
+@main.command()
+@click.argument("bundle")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
+@_bench_options
+def bench(bundle, device, as_json, runs, warmup, batch) -> None:
+    """Latency statistics of one bundle on one device."""
+    from edgeslim.devices.profiles import get_profile
+    from edgeslim.devices.runner import BenchConfig, measure_latency
+    from edgeslim.sdk import read_manifest
+
+    read_manifest(bundle)
+    stats = measure_latency(bundle, get_profile(device), BenchConfig(runs=runs, warmup=warmup, batch=batch))
+    if as_json:
+        click.echo(json.dumps(stats, indent=2))
+        return
+    click.echo(f"{bundle} on {device} (batch {batch}, {warmup} warm-up, {runs} runs, threads {stats.get('threads')}):")
+    for key in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "max_ms", "throughput", "load_ms",
+                "first_run_ms", "peak_rss_mb"):
+        click.echo(f"  {key:<13} {stats[key]:.3f}")
+
+
+@main.command()
+@click.argument("bundle")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+def inspect(bundle, as_json) -> None:
+    """What is in a bundle, and whether its files match their checksums."""
+    from edgeslim.sdk import read_manifest, verify_files
+
+    manifest = read_manifest(bundle)
+    verify_files(bundle, manifest)
+    if as_json:
+        click.echo(json.dumps(manifest, indent=2))
+        return
+    metrics = manifest.get("metrics", {})
+    click.echo(f"{manifest['name']}  ({manifest['format']}, checksums verified)")
+    for kind in ("inputs", "outputs"):
+        for spec in manifest[kind]:
+            click.echo(f"  {kind[:-1]:<7} {spec['name']}: {spec['dtype']} {spec['shape']}")
+    for file, digest in manifest["sha256"].items():
+        click.echo(f"  file    {file}  sha256 {digest[:16]}…")
+    steps = manifest.get("compression") or []
+    click.echo("  steps   " + (" → ".join(s["step"] for s in steps) if steps else "none (baseline)"))
+    for key in ("size_bytes", "params", "accuracy"):
+        if key in metrics:
+            click.echo(f"  {key:<11} {metrics[key]:,}" if isinstance(metrics[key], int) else f"  {key:<11} {metrics[key]:.3f}")
+    versions = ", ".join(f"{k} {v}" for k, v in manifest.get("created_with", {}).items() if v)
+    click.echo(f"  made with {versions}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def devices(as_json) -> None:
+    """The device profiles."""
+    from edgeslim.devices.profiles import profiles
+    from edgeslim.sdk.providers import PROVIDER_ALIASES, available_providers
+
+    available = set(available_providers())
+    rows = [dict(p.to_dict(), available=PROVIDER_ALIASES.get(p.provider, p.provider) in available)
+            for p in profiles().values()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        state = "" if row["available"] else "  (provider not installed here)"
+        click.echo(f"{row['name']:<10} {row['provider']:<8} threads {row['threads'] or 'all'}  {row['description']}{state}")
+
+
+if __name__ == "__main__":
+    main()

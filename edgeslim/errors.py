@@ -1,0 +1,36 @@
+"""The exception hierarchy. Every message names the bad value, the rule and the fix.
+
+The CLI turns an EdgeslimError into one sentence on stderr and exit code 2; GateFailed is exit 1.
+"""
+
+
+class EdgeslimError(Exception):
+    """Base of every error that edgeslim raises on purpose."""
+
+
+class BundleError(EdgeslimError, ValueError):
+    """A bundle that is missing, corrupt, tampered with or of an unknown format."""
+
+
+class InputError(EdgeslimError, ValueError):
+    """Inputs whose names, shapes or dtypes do not match what the model expects."""
+
+
+class SpecError(EdgeslimError, ValueError):
+    """A model, data or metric spec that does not resolve, or resolves to the wrong thing."""
+
+
+class ConfigError(EdgeslimError, ValueError):
+    """A step config, recipe or command-line option with a value outside its rule."""
+
+
+class ExportError(EdgeslimError):
+    """An export whose ONNX model does not agree with the torch model."""
+
+
+class DeviceError(EdgeslimError, ValueError):
+    """A device or execution provider that is unknown or not available here."""
+
+
+class GateFailed(EdgeslimError):
+    """A report gate failed; the report says which."""

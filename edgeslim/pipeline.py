@@ -1,0 +1,142 @@
+"""Build candidates (torch steps -> export -> ONNX steps -> bundle) and validate bundles into a report."""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from edgeslim.data import DataSplits
+from edgeslim.progress import Timer, log
+
+
+@dataclass
+class StepContext:
+    """What a step may need beyond the model: data, the original model as teacher, the metric."""
+
+    data: DataSplits
+    teacher: Any
+    metric: Callable
+    example_inputs: Any
+    candidate: str
+    input_names: list = field(default_factory=list)
+    records: dict = field(default_factory=dict)
+
+    def record(self, **facts) -> None:
+        """Facts a step measured (parameters before and after, samples used) for the manifest."""
+        self.records.update(facts)
+
+
+def build_bundle(base_model, steps: list, data: DataSplits, out_dir: Path, name: str, metric,
+                 export_config=None, torch_cache: dict | None = None) -> dict:
+    """Apply `steps` to a copy of `base_model`, export, quantize, and write the bundle; return its manifest.
+
+    `torch_cache` lets candidates that share their torch steps (pruned-kd and pruned-kd-int8) prune
+    and distill once.
+    """
+    from edgeslim.compress import apply_step, check_order
+    from edgeslim.export.onnx_export import ExportConfig, check_parity, export_onnx
+
+    check_order(steps)
+    export_config = export_config or ExportConfig()
+    sample = data.sample_inputs()
+    ctx = StepContext(data=data, teacher=base_model, metric=metric, example_inputs=sample, candidate=name)
+    with Timer() as timer:
+        model = _torch_stage(base_model, [s for s in steps if s.stage == "torch"], ctx, torch_cache)
+        log(f"{name}: export to ONNX (opset {export_config.opset}, dynamic batch)")
+        proto, in_names, _ = export_onnx(model, sample, export_config)
+        ctx.input_names = in_names
+        parity_batches = [inputs for inputs, _ in data.val] or data.calibration_inputs()
+        parity = check_parity(model, proto, parity_batches, in_names, export_config)
+        for step in (s for s in steps if s.stage == "onnx"):
+            log(f"{name}: {step.name} {_options(step)}")
+            proto = apply_step(proto, step, ctx)
+    metrics = {"parity": parity, "build_s": round(timer.seconds, 2), **ctx.records}
+    compression = [step.to_dict() for step in steps]
+    return write_verified_bundle(proto, out_dir, name, compression, metrics, data, metric,
+                                 {"export": export_config.to_dict()})
+
+
+def _torch_stage(base_model, steps: list, ctx: StepContext, cache: dict | None):
+    import json
+
+    from edgeslim.compress import apply_step
+
+    key = json.dumps([step.to_dict() for step in steps], sort_keys=True)
+    if cache is not None and key in cache:
+        model, records = cache[key]
+        log(f"{ctx.candidate}: reusing the torch steps already run for another candidate")
+        ctx.records.update(records)
+        return copy.deepcopy(model)
+    model = copy.deepcopy(base_model).eval()
+    for step in steps:
+        log(f"{ctx.candidate}: {step.name} {_options(step)}")
+        model = apply_step(model, step, ctx)
+    if cache is not None:
+        cache[key] = (copy.deepcopy(model), dict(ctx.records))
+    return model
+
+
+def _options(step) -> str:
+    from dataclasses import asdict
+
+    return " ".join(f"{k}={v}" for k, v in asdict(step).items() if k != "version")
+
+
+def write_verified_bundle(proto, out_dir: Path, name: str, compression: list, metrics: dict,
+                          data: DataSplits, metric, extra: dict) -> dict:
+    """Write the bundle to a staging dir, measure accuracy on that exact file via the SDK, then rename."""
+    from edgeslim.devices.accuracy import evaluate
+    from edgeslim.export.bundle import manifest_for, save_model, staged_dir, write_json
+    from edgeslim.sdk import load
+
+    with staged_dir(Path(out_dir)) as staging:
+        files = save_model(proto, staging)
+        manifest = manifest_for(proto, name, files, staging, compression, metrics, extra)
+        write_json(staging / "manifest.json", manifest)
+        if data.val:
+            accuracy = evaluate(load(staging), data.val, metric)
+            manifest["metrics"]["accuracy"] = accuracy
+            write_json(staging / "manifest.json", manifest)
+            log(f"{name}: accuracy {accuracy:.2f}, {manifest['metrics']['size_bytes'] / 1024:.1f} KB, "
+                f"{manifest['metrics']['params']:,} params -> {out_dir}")
+    return manifest
+
+
+# -- validation ----------------------------------------------------------------------------------
+
+def validate_bundles(bundles: list[str], data: DataSplits, devices: list[str], metric, metric_name: str,
+                     baseline: str | None, bench_config) -> dict:
+    """Accuracy (through the SDK, on this host's CPU) and latency per device of each bundle."""
+    from edgeslim.devices.accuracy import evaluate
+    from edgeslim.devices.profiles import get_profile
+    from edgeslim.devices.runner import measure_latency
+    from edgeslim.errors import ConfigError
+    from edgeslim.report.schema import new_report
+    from edgeslim.sdk import load
+    from edgeslim.sdk.bundle import bundle_size
+
+    profiles = [get_profile(device) for device in devices]  # unknown devices fail before any work
+    models = [load(bundle) for bundle in bundles]
+    names = [model.name for model in models]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"bundle names repeat ({names}); give each bundle its own name")
+    baseline = baseline or names[0]
+    if baseline not in names:
+        raise ConfigError(f"--baseline {baseline!r} names no bundle; the bundles are {names}")
+    candidates = []
+    for bundle, model in zip(bundles, models):
+        entry = {"name": model.name, "bundle": str(bundle), "size_bytes": bundle_size(bundle, model.manifest),
+                 "params": model.manifest.get("metrics", {}).get("params"), "accuracy": None, "latency": {},
+                 "compression": model.manifest.get("compression", [])}
+        if data.val:
+            entry["accuracy"] = evaluate(model, data.val, metric)
+        for profile in profiles:
+            log(f"validate {model.name} on {profile.name}: {bench_config.warmup} warm-up + {bench_config.runs} runs")
+            entry["latency"][profile.name] = measure_latency(bundle, profile, bench_config)
+        accuracy = f"accuracy {entry['accuracy']:.2f}" if entry["accuracy"] is not None else "no val data"
+        p50s = ", ".join(f"{d} p50 {s['p50_ms']:.3f} ms" for d, s in entry["latency"].items())
+        log(f"validate {model.name}: {accuracy}; {p50s}")
+        candidates.append(entry)
+    settings = {"metric": metric_name, "devices": [p.to_dict() for p in profiles], "bench": bench_config.to_dict()}
+    return new_report(baseline, candidates, settings)

@@ -1,0 +1,94 @@
+"""`edgeslim run`: a recipe end to end: (train,) build every candidate, validate, report."""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+from edgeslim.progress import Timer, log
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("EDGESLIM_CACHE", Path.home() / ".cache" / "edgeslim"))
+
+
+def _source_digest(spec: str) -> str:
+    """The model's source text, so that the cache forgets a model whose code changed."""
+    target = spec.rpartition(":")[0]
+    path = target if target.endswith(".py") else getattr(importlib.util.find_spec(target), "origin", None)
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path and Path(path).is_file() else target
+
+
+def trained_model(recipe, data, metric):
+    """The recipe's model, trained per `recipe.train` once and then read from the cache."""
+    import torch
+
+    from edgeslim.compress.model_io import load_model, load_weights
+    from edgeslim.compress.train import FitOptions, fit
+
+    model = load_model(recipe.model, recipe.weights)
+    if recipe.train is None:
+        return model
+    key = hashlib.sha256(json.dumps({"model": recipe.model, "source": _source_digest(recipe.model),
+                                     "weights": recipe.weights, "data": recipe.data,
+                                     "train": recipe.to_dict()["train"], "torch": torch.__version__},
+                                    sort_keys=True).encode()).hexdigest()[:16]
+    cached = cache_dir() / f"trained-{key}.pt"
+    if cached.is_file():
+        log(f"using the trained model cached at {cached}")
+        load_weights(model, cached)
+        return model.eval()
+    train = data.need("train", "training")
+    options = FitOptions(epochs=recipe.train.epochs, lr=recipe.train.lr,
+                         weight_decay=recipe.train.weight_decay, seed=recipe.train.seed)
+    fit(model, train, options, label="train", val=data.val, metric=metric)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(f".tmp{os.getpid()}")
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, cached)
+    return model.eval()
+
+
+def run_recipe(recipe, out: Path) -> dict:
+    """Build each candidate under out/<name>, validate them all, write out/report.json and .md."""
+    from edgeslim.devices.profiles import get_profile
+    from edgeslim.devices.runner import BenchConfig
+    from edgeslim.export.bundle import write_json, write_text
+    from edgeslim.export.onnx_export import ExportConfig
+    from edgeslim.pipeline import build_bundle, validate_bundles
+    from edgeslim.report.gates import GateConfig, apply_gates
+    from edgeslim.report.markdown import render_markdown
+    from edgeslim.specs import load_data, load_metric
+    from edgeslim.compress import check_order
+
+    out = Path(out)
+    for profile in recipe.devices:
+        get_profile(profile)  # fail on an unknown device before hours of work
+    for candidate in recipe.candidates:
+        check_order(candidate.steps)
+    bench = BenchConfig(**recipe.bench)
+    gates = GateConfig(**recipe.gates)
+    export = ExportConfig(**recipe.export)
+    with Timer() as timer:
+        data = load_data(recipe.data)
+        metric = load_metric(recipe.metric)
+        model = trained_model(recipe, data, metric)
+        torch_cache: dict = {}
+        bundles = []
+        for index, candidate in enumerate(recipe.candidates, 1):
+            log(f"[{index}/{len(recipe.candidates)}] building {candidate.name}")
+            build_bundle(model, candidate.steps, data, out / candidate.name, candidate.name, metric, export,
+                         torch_cache)
+            bundles.append(str(out / candidate.name))
+        report = validate_bundles(bundles, data, recipe.devices, metric, recipe.metric,
+                                  recipe.baseline or recipe.candidates[0].name, bench)
+    report["recipe"] = recipe.to_dict()
+    report["settings"]["wall_s"] = round(timer.seconds, 1)
+    if recipe.gates:
+        apply_gates(report, gates)
+    write_json(out / "report.json", report)
+    write_text(out / "report.md", render_markdown(report))
+    log(f"wrote {out / 'report.json'} and {out / 'report.md'} ({timer.seconds:.0f} s)")
+    return report

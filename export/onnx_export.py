@@ -1,0 +1,106 @@
+"""torch -> ONNX with a dynamic batch axis, checked against torch on real inputs."""
+from __future__ import annotations
+
+import inspect
+import io
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgeslim.errors import ExportError, SpecError
+from edgeslim.progress import log
+
+
+@dataclass
+class ExportConfig:
+    opset: int = 17
+    atol: float = 1e-4          # the export passes when max abs error <= atol or max rel <= rtol
+    rtol: float = 1e-3
+    parity_batches: int = 4
+    dynamic_batch: bool = True
+    names: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"opset": self.opset, "atol": self.atol, "rtol": self.rtol,
+                "parity_batches": self.parity_batches, "dynamic_batch": self.dynamic_batch}
+
+
+def input_names(model, inputs) -> list[str]:
+    """Dict keys; else the names of forward()'s parameters; 'input' for a lone tensor."""
+    if isinstance(inputs, dict):
+        return list(inputs)
+    if not isinstance(inputs, (tuple, list)):
+        return ["input"]
+    params = [name for name, param in inspect.signature(model.forward).parameters.items()
+              if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD)]
+    return params[:len(inputs)] if len(params) >= len(inputs) else [f"input_{i}" for i in range(len(inputs))]
+
+
+def _output_names(outputs) -> list[str]:
+    if isinstance(outputs, (tuple, list)):
+        return [f"output_{i}" for i in range(len(outputs))]
+    if isinstance(outputs, dict):
+        raise SpecError("the model returns a dict; edgeslim exports models that return a tensor or a tuple of tensors")
+    return ["output"]
+
+
+def export_onnx(model, sample_inputs, config: ExportConfig):
+    """Trace `model` on `sample_inputs` and return (onnx.ModelProto, input names, output names)."""
+    import onnx
+    import torch
+
+    from edgeslim.compress.model_io import run_model, to_args
+
+    model.eval()
+    args, kwargs = to_args(sample_inputs)
+    try:
+        with torch.no_grad():
+            outputs = run_model(model, sample_inputs)
+    except Exception as exc:
+        raise SpecError(f"the model cannot run on the data's first batch ({type(exc).__name__}: {exc}); "
+                        "check that the data factory's inputs match the model") from None
+    in_names = input_names(model, sample_inputs)
+    out_names = _output_names(outputs)
+    dynamic = {name: {0: "batch"} for name in in_names + out_names} if config.dynamic_batch else None
+    buffer = io.BytesIO()
+    export_args = args + ((kwargs,) if kwargs else ())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(model, export_args, buffer, input_names=in_names, output_names=out_names,
+                              dynamic_axes=dynamic, opset_version=config.opset, dynamo=False)
+        except Exception as exc:
+            raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: {exc}") from None
+    proto = onnx.load_from_string(buffer.getvalue())
+    onnx.checker.check_model(proto)
+    return proto, in_names, out_names
+
+
+def check_parity(model, proto, batches: list, names: list[str], config: ExportConfig) -> dict:
+    """Run torch and onnxruntime on the same real inputs; raise ExportError outside tolerance."""
+    import onnxruntime as ort
+    import torch
+
+    from edgeslim.compress.model_io import run_model
+    from edgeslim.data import feed_for, to_numpy
+
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    max_abs, max_ref = 0.0, 0.0
+    for inputs in batches[:config.parity_batches]:
+        with torch.no_grad():
+            expected = run_model(model, inputs)
+        expected = [to_numpy(t) for t in (expected if isinstance(expected, (tuple, list)) else [expected])]
+        actual = session.run(None, feed_for(inputs, names))
+        for want, got in zip(expected, actual):
+            max_abs = max(max_abs, float(np.max(np.abs(want.astype(np.float64) - got))))
+            max_ref = max(max_ref, float(np.max(np.abs(want))))
+    max_rel = max_abs / max(max_ref, 1e-12)
+    result = {"max_abs_err": max_abs, "max_rel_err": max_rel, "atol": config.atol, "rtol": config.rtol}
+    log(f"parity with torch: max abs err {max_abs:.3g}, max rel err {max_rel:.3g} "
+        f"(tolerance: abs {config.atol:g} or rel {config.rtol:g})")
+    if max_abs > config.atol and max_rel > config.rtol:
+        raise ExportError(f"the ONNX model disagrees with torch: max abs err {max_abs:.3g} > {config.atol:g} and "
+                          f"max rel err {max_rel:.3g} > {config.rtol:g}; the model may use an op the exporter "
+                          "mistranslates, or loosen --atol/--rtol if the error is expected")
+    return result

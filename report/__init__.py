@@ -1,0 +1,1 @@
+"""Reports: schema, gates, Markdown and HTML."""

@@ -1,0 +1,106 @@
+"""Render a report as Markdown: what each compression costs and gains against the baseline."""
+from __future__ import annotations
+
+from edgeslim.report.schema import candidate
+
+
+def _size(num_bytes: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if num_bytes < 1024 or unit == "GB":
+            return f"{num_bytes:.0f} {unit}" if unit == "B" else f"{num_bytes:.1f} {unit}"
+        num_bytes /= 1024
+    return str(num_bytes)
+
+
+def _steps(entry: dict) -> str:
+    steps = entry.get("compression") or []
+    if not steps:
+        return "—"
+    parts = []
+    for step in steps:
+        options = {k: v for k, v in step.items() if k in ("ratio", "epochs", "subset_size")}
+        parts.append(step["step"] + (f"({', '.join(f'{k}={v}' for k, v in options.items())})" if options else ""))
+    return " → ".join(parts)
+
+
+def devices_of(report: dict) -> list[str]:
+    seen = []
+    for entry in report["candidates"]:
+        for device in entry.get("latency", {}):
+            if device not in seen:
+                seen.append(device)
+    return seen
+
+
+def summary_rows(report: dict) -> list[dict]:
+    """Per candidate: the figures and their ratios against the baseline."""
+    base = candidate(report, report["baseline"]) or report["candidates"][0]
+    rows = []
+    for entry in report["candidates"]:
+        row = {"name": entry["name"], "size": _size(entry["size_bytes"]),
+               "smaller": base["size_bytes"] / entry["size_bytes"], "params": entry.get("params"),
+               "accuracy": entry.get("accuracy"), "steps": _steps(entry), "passed": entry.get("passed", True),
+               "latency": {}}
+        if entry.get("accuracy") is not None and base.get("accuracy") is not None:
+            row["delta"] = entry["accuracy"] - base["accuracy"]
+        for device, stats in entry.get("latency", {}).items():
+            ref = base.get("latency", {}).get(device)
+            speedup = ref["p50_ms"] / stats["p50_ms"] if ref else None
+            row["latency"][device] = (stats, speedup)
+        rows.append(row)
+    return rows
+
+
+def render_markdown(report: dict) -> str:
+    devices = devices_of(report)
+    lines = [f"# edgeslim report", "", f"Baseline: **{report['baseline']}**. "
+             f"Accuracy: {report.get('settings', {}).get('metric', 'top1')} on the val split, run through the SDK "
+             "on each exact bundle file.", ""]
+    header = ["candidate", "size", "x smaller", "params", "accuracy", "Δ acc"]
+    for device in devices:
+        header += [f"p50 ms ({device})", f"speed-up ({device})"]
+    header += ["steps", "gates"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in summary_rows(report):
+        cells = [f"`{row['name']}`", row["size"], f"{row['smaller']:.2f}x",
+                 f"{row['params']:,}" if row["params"] is not None else "—",
+                 f"{row['accuracy']:.2f}" if row["accuracy"] is not None else "—",
+                 f"{row['delta']:+.2f}" if "delta" in row else "—"]
+        for device in devices:
+            stats, speedup = row["latency"].get(device, (None, None))
+            emulated = " (emulated)" if stats and stats.get("emulated") else ""
+            cells += [f"{stats['p50_ms']:.3f}{emulated}" if stats else "—",
+                      f"{speedup:.2f}x" if speedup else "—"]
+        cells += [row["steps"], "pass" if row["passed"] else "**FAIL**"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", _latency_details(report, devices), _gate_lines(report)]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _latency_details(report: dict, devices: list[str]) -> str:
+    bench = report.get("settings", {}).get("bench", {})
+    lines = ["## Latency", "",
+             f"Batch {bench.get('batch', 1)}, {bench.get('warmup', '?')} warm-up runs then {bench.get('runs', '?')} "
+             "timed runs, each bundle in its own process; load time and the first run are reported apart.", "",
+             "| candidate | device | threads | p50 ms | p90 ms | p99 ms | mean ms | throughput/s | load ms | first run ms | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for entry in report["candidates"]:
+        for device in devices:
+            s = entry.get("latency", {}).get(device)
+            if s:
+                lines.append(f"| `{entry['name']}` | {device} | {s.get('threads') or '—'} | {s['p50_ms']:.3f} | "
+                             f"{s['p90_ms']:.3f} | {s['p99_ms']:.3f} | {s['mean_ms']:.3f} | {s['throughput']:.0f} | "
+                             f"{s.get('load_ms', 0):.1f} | {s.get('first_run_ms', 0):.2f} | {s.get('peak_rss_mb', 0):.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _gate_lines(report: dict) -> str:
+    gated = [(entry["name"], name, gate) for entry in report["candidates"]
+             for name, gate in entry.get("gates", {}).items()]
+    if not gated:
+        return ""
+    lines = ["## Gates", "", "| candidate | gate | value | limit | against | result |", "|---|---|---|---|---|---|"]
+    for name, gate_name, gate in gated:
+        lines.append(f"| `{name}` | {gate_name} | {gate['value']:.4g} | {gate['limit']:g} | {gate['reference']} | "
+                     f"{'pass' if gate['passed'] else '**FAIL**'} |")
+    return "\n".join(lines) + "\n"
