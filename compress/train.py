@@ -79,7 +79,7 @@ def fit(model, train, options: FitOptions, label: str, teacher=None, val=None, m
                 loss.backward()
                 optimizer.step()
                 schedule.step()
-                total += float(loss)
+                total += loss.item()
         score = f", val {evaluate_torch(model, val, metric):.2f}" if val and metric else ""
         log(f"{label} epoch {epoch}/{options.epochs}: loss {total / max(len(train), 1):.4f}{score} ({timer.seconds:.1f} s)")
     return model.eval()

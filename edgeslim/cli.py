@@ -131,10 +131,11 @@ def export(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol)
 @click.option("--round-to", type=int, default=8, show_default=True, help="Keep channel counts multiples of this.")
 @click.option("--distill/--no-distill", default=None, help="Fine-tune from the original by distillation (default: on when pruning).")
 @click.option("--epochs", type=int, default=10, show_default=True, help="Distillation epochs.")
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Distillation learning rate.")
 @click.option("--quantize", type=click.Choice(QUANTIZE_MODES), default="none", show_default=True)
 @click.option("--calibration-samples", type=int, default=300, show_default=True)
 def compress(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol, prune_ratio, round_to,
-             distill, epochs, quantize, calibration_samples) -> None:
+             distill, epochs, lr, quantize, calibration_samples) -> None:
     """One compressed bundle: prune, distill, quantize, export."""
     from edgeslim.compress import make_step
 
@@ -142,7 +143,7 @@ def compress(model_spec, weights, data_spec, metric, out, name, opset, atol, rto
     if prune_ratio:
         steps.append(make_step("prune", {"ratio": prune_ratio, "round_to": round_to}))
     if distill if distill is not None else bool(prune_ratio):
-        steps.append(make_step("distill", {"epochs": epochs}))
+        steps.append(make_step("distill", {"epochs": epochs, "lr": lr}))
     if quantize == "int8":
         steps.append(make_step("int8", {"subset_size": calibration_samples}))
     elif quantize != "none":

@@ -1,0 +1,36 @@
+"""Step configs: typed, checked, serialisable, registered by one decorator."""
+import pytest
+
+from edgeslim.compress import check_order, make_step, step_names
+from edgeslim.errors import ConfigError
+
+
+def test_every_step_is_registered():
+    assert step_names() == ["distill", "dynamic", "fp16", "int8", "prune"]
+
+
+def test_config_round_trips_through_dict():
+    step = make_step("prune", {"ratio": "0.25", "round_to": 4})
+    assert step.ratio == 0.25 and step.round_to == 4
+    again = make_step("prune", step.to_dict())
+    assert again == step and again.to_dict()["step"] == "prune" and again.to_dict()["version"] == 1
+
+
+@pytest.mark.parametrize("name, params, message", [
+    ("prune", {"ratio": 1.5}, "prune.ratio=1.5 is not allowed: it must be a fraction in (0, 1)"),
+    ("prune", {"speed": 1}, "step 'prune' has no option 'speed'"),
+    ("distill", {"epochs": "many"}, "option 'epochs' must be int"),
+    ("int8", {"preset": "fast"}, "int8.preset='fast' is not allowed"),
+    ("sparsify", {}, "unknown step 'sparsify'"),
+])
+def test_bad_configs_name_the_value_and_the_rule(name, params, message):
+    with pytest.raises(ConfigError) as caught:
+        make_step(name, params)
+    assert message in str(caught.value)
+
+
+def test_torch_steps_cannot_follow_onnx_steps():
+    with pytest.raises(ConfigError, match="cannot follow 'int8'"):
+        check_order([make_step("int8"), make_step("prune")])
+    with pytest.raises(ConfigError, match="at most one quantization step"):
+        check_order([make_step("int8"), make_step("fp16")])

@@ -1,0 +1,63 @@
+"""Shared fixtures: trained test models (real torch on real digits), built bundles, a CLI runner."""
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from helpers import ARCHITECTURES, spec
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    os.environ["EDGESLIM_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory):
+    """Trained weights of each test architecture, trained once per session."""
+    import torch
+
+    from edgeslim.compress.model_io import load_model
+    from edgeslim.compress.train import FitOptions, fit
+    from edgeslim.specs import load_data
+
+    folder = tmp_path_factory.mktemp("weights")
+    data = load_data(spec("digits"))
+    paths = {}
+    for arch, (factory, epochs, lr) in ARCHITECTURES.items():
+        model = load_model(spec(factory))
+        fit(model, data.train, FitOptions(epochs=epochs, lr=lr), label=f"train {arch}")
+        paths[arch] = folder / f"{arch}.pt"
+        torch.save(model.state_dict(), paths[arch])
+    return paths
+
+
+class Cli:
+    """Runs `edgeslim` in-process; stdout and stderr kept apart."""
+
+    def __init__(self):
+        from edgeslim.cli import main
+
+        self.main = main
+
+    def __call__(self, *args):
+        runner = CliRunner()
+        return runner.invoke(self.main, ["--quiet", *[str(a) for a in args]])
+
+
+@pytest.fixture(scope="session")
+def cli():
+    return Cli()
+
+
+@pytest.fixture(scope="session")
+def cnn_bundles(tmp_path_factory, weights, cli):
+    """fp32 and int8 bundles of the small CNN, built through the CLI."""
+    folder = tmp_path_factory.mktemp("cnn")
+    common = ["--model", spec("small_cnn"), "--weights", weights["cnn"], "--data", spec("digits")]
+    result = cli("export", *common, "--out", folder / "fp32")
+    assert result.exit_code == 0, result.stderr
+    result = cli("compress", *common, "--quantize", "int8", "--out", folder / "int8")
+    assert result.exit_code == 0, result.stderr
+    return {"fp32": folder / "fp32", "int8": folder / "int8"}
+

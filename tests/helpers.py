@@ -1,0 +1,19 @@
+"""Helpers shared by the tests (importable as `helpers`; pytest puts tests/ on the path)."""
+import subprocess
+import sys
+from pathlib import Path
+
+ZOO = Path(__file__).parent / "fixtures" / "zoo.py"
+# Each architecture: factory name, training epochs, learning rate.
+ARCHITECTURES = {"cnn": ("small_cnn", 6, 3e-3), "mobilenet": ("mobilenet", 8, 5e-3),
+                 "transformer": ("transformer", 10, 3e-3)}
+
+
+def spec(name: str) -> str:
+    return f"{ZOO}:{name}"
+
+
+def run_edgeslim(*args, env=None, timeout=300):
+    """`edgeslim` in a child process, as a user's shell or CI would run it."""
+    return subprocess.run([sys.executable, "-m", "edgeslim", *[str(a) for a in args]],
+                          capture_output=True, text=True, env=env, timeout=timeout)

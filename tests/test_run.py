@@ -1,0 +1,43 @@
+"""`edgeslim run` on a recipe: train (cached), build candidates, validate, report."""
+import json
+
+from helpers import ZOO
+
+RECIPE = f"""
+model: {ZOO}:small_cnn
+data: {ZOO}:digits_torch
+train: {{epochs: 3, lr: 0.003}}
+devices: [cpu, cpu-1t]
+bench: {{runs: 20, warmup: 3}}
+gates: {{max_accuracy_drop: 5.0}}
+candidates:
+  - name: fp32
+  - name: pkd-int8
+    steps: [{{prune: {{ratio: 0.5, round_to: 4}}}}, {{distill: {{epochs: 2}}}}, int8]
+  - name: fp16
+    steps: [fp16]
+"""
+
+KEYS = {"p50_ms", "p90_ms", "p99_ms", "mean_ms", "throughput", "peak_rss_mb"}
+
+
+def test_run_recipe_writes_bundles_and_report(cli, tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(RECIPE)
+    result = cli("run", recipe, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["format"] == "edgeslim-report/1" and report["baseline"] == "fp32"
+    assert [c["name"] for c in report["candidates"]] == ["fp32", "pkd-int8", "fp16"]
+    for entry in report["candidates"]:
+        assert (tmp_path / "out" / entry["name"] / "manifest.json").is_file()
+        assert set(entry["latency"]) == {"cpu", "cpu-1t"}
+        assert KEYS <= set(entry["latency"]["cpu"])
+        assert entry["latency"]["cpu-1t"]["threads"] == 1
+        assert entry["passed"] is True and "accuracy_drop" in entry["gates"] or entry["name"] == "fp32"
+    assert report["recipe"]["candidates"][1]["steps"][0] == {"step": "prune", "version": 1, "ratio": 0.5,
+                                                           "round_to": 4, "importance": "l2", "global_pruning": False}
+    assert "| `pkd-int8` |" in (tmp_path / "out" / "report.md").read_text()
+    # The trained model is cached: a second run does not train again.
+    again = cli("run", recipe, "--out", tmp_path / "out2")
+    assert again.exit_code == 0
