@@ -1,0 +1,129 @@
+"""`make bench`: the figures BENCHMARKS.md quotes, measured on this machine.
+
+1. The demo, cold (no cached teacher): wall time and the report's size, speed and accuracy ratios
+   checked against the spine's targets.
+2. SDK overhead: model.predict against a bare onnxruntime session.run on the same bundle and input.
+3. Memory: resident memory before and after 10,000 predicts.
+
+Writes bench-out/results.json and prints a Markdown summary.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+OUT = Path(os.environ.get("BENCH_OUT", "bench-out"))
+
+
+def machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    import onnxruntime
+
+    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, onnxruntime {onnxruntime.__version__}"
+
+
+def bench_demo() -> dict:
+    env = dict(os.environ, EDGESLIM_CACHE=tempfile.mkdtemp(prefix="edgeslim-bench-cache-"))
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "edgeslim", "--quiet", "run", "--out", str(OUT / "demo")],
+                   check=True, env=env, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - started
+    report = json.loads((OUT / "demo" / "report.json").read_text())
+    by = {c["name"]: c for c in report["candidates"]}
+    fp32 = by["fp32"]
+
+    def ratio(name):
+        entry = by[name]
+        return {"smaller": fp32["size_bytes"] / entry["size_bytes"],
+                "speedup_p50": fp32["latency"]["cpu"]["p50_ms"] / entry["latency"]["cpu"]["p50_ms"],
+                "accuracy": entry["accuracy"], "accuracy_delta": entry["accuracy"] - fp32["accuracy"],
+                "p50_ms": entry["latency"]["cpu"]["p50_ms"], "size_bytes": entry["size_bytes"]}
+
+    figures = {name: ratio(name) for name in by}
+    checks = {
+        "demo under 300 s": wall < 300,
+        "int8 >= 3.5x smaller": figures["int8"]["smaller"] >= 3.5,
+        "pruned-kd-int8 >= 8x smaller": figures["pruned-kd-int8"]["smaller"] >= 8,
+        "pruned-kd-int8 >= 2x faster (p50, cpu, batch 1)": figures["pruned-kd-int8"]["speedup_p50"] >= 2,
+        "every candidate within 1.0 point of fp32": all(abs(f["accuracy_delta"]) <= 1.0 for f in figures.values()),
+    }
+    return {"wall_s": wall, "candidates": figures, "checks": checks}
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith("VmRSS:")) / 1024.0
+
+
+def bench_sdk(bundle: Path, runs: int = 3000, rounds: int = 5) -> dict:
+    """Interleaved rounds so drift in the machine hits both sides alike; p50 of each side."""
+    import onnxruntime as ort
+
+    from edgeslim.sdk import load
+
+    model = load(bundle, threads=1)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+    session = ort.InferenceSession(str(bundle / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    x = model.sample_inputs(1)["input"]
+    feed, names = {"input": x}, [o.name for o in session.get_outputs()]
+
+    def timed(call):
+        for _ in range(200):
+            call()
+        times = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - started)
+        return np.array(times) * 1000
+
+    bare, sdk = [], []
+    for _ in range(rounds):
+        bare.append(timed(lambda: session.run(names, feed)))
+        sdk.append(timed(lambda: model.predict(x)))
+    bare_p50, sdk_p50 = float(np.median(np.concatenate(bare))), float(np.median(np.concatenate(sdk)))
+    before = _rss_mb()
+    for _ in range(10_000):
+        model.predict(x)
+    after = _rss_mb()
+    return {"bundle": str(bundle), "runs": runs * rounds, "bare_p50_ms": bare_p50, "sdk_p50_ms": sdk_p50,
+            "overhead": sdk_p50 / bare_p50 - 1.0, "rss_before_mb": before, "rss_after_10000_mb": after,
+            "rss_growth": after / before - 1.0,
+            "checks": {"SDK overhead <= 5% at p50": sdk_p50 / bare_p50 - 1.0 <= 0.05,
+                       "10,000 predicts grow RSS < 5%": after / before - 1.0 < 0.05}}
+
+
+def main() -> int:
+    OUT.mkdir(exist_ok=True)
+    results = {"machine": machine(), "command": "make bench"}
+    print(f"machine: {results['machine']}", flush=True)
+    results["demo"] = bench_demo()
+    print(f"demo: {results['demo']['wall_s']:.0f} s", flush=True)
+    results["sdk"] = bench_sdk(OUT / "demo" / "fp32")
+    (OUT / "results.json").write_text(json.dumps(results, indent=2))
+    print("\n| candidate | size | x smaller | p50 ms (cpu) | speed-up | accuracy | Δ |\n|---|---|---|---|---|---|---|")
+    for name, f in results["demo"]["candidates"].items():
+        print(f"| {name} | {f['size_bytes'] / 1024:.1f} KB | {f['smaller']:.2f}x | {f['p50_ms']:.3f} | "
+              f"{f['speedup_p50']:.2f}x | {f['accuracy']:.2f} | {f['accuracy_delta']:+.2f} |")
+    sdk = results["sdk"]
+    print(f"\nSDK predict p50 {sdk['sdk_p50_ms'] * 1000:.1f} us vs bare session.run {sdk['bare_p50_ms'] * 1000:.1f} us "
+          f"(overhead {sdk['overhead']:+.2%}, {sdk['runs']} runs each, 1 thread); RSS {sdk['rss_before_mb']:.1f} -> "
+          f"{sdk['rss_after_10000_mb']:.1f} MB after 10,000 predicts ({sdk['rss_growth']:+.2%})")
+    failed = 0
+    for name, ok in {**results["demo"]["checks"], **sdk["checks"]}.items():
+        print(f"{'PASS' if ok else 'FAIL'}  {name}")
+        failed += not ok
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
