@@ -15,6 +15,7 @@ class BenchConfig:
     runs: int = 200
     warmup: int = 20
     batch: int = 1
+    io: str = "host"            # host: numpy in and out (what an app sees); device: GPU-resident I/O
     timeout_s: float = 600.0
 
     def to_dict(self) -> dict:
@@ -22,10 +23,11 @@ class BenchConfig:
 
 
 def measure_latency(bundle: str, profile: DeviceProfile, config: BenchConfig) -> dict:
+    pinned = profile.cores if profile.provider == "cpu" and profile.mode() == "emulated" else 0
     command = [sys.executable, "-m", "edgeslim.devices.worker", str(bundle), "--provider", profile.provider,
                "--threads", str(profile.thread_count() if profile.provider == "cpu" else 0),
-               "--cores", str(profile.cores or 0), "--runs", str(config.runs),
-               "--warmup", str(config.warmup), "--batch", str(config.batch)]
+               "--cores", str(pinned or 0), "--runs", str(config.runs),
+               "--warmup", str(config.warmup), "--batch", str(config.batch), "--io", config.io]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=config.timeout_s)
     except subprocess.TimeoutExpired:
@@ -38,5 +40,5 @@ def measure_latency(bundle: str, profile: DeviceProfile, config: BenchConfig) ->
     result = json.loads(lines[-1])
     if "error" in result:
         raise (DeviceError if result.get("kind") == "DeviceError" else EdgeslimError)(result["error"])
-    result["emulated"] = profile.emulated
+    result["mode"] = profile.mode()
     return result

@@ -21,6 +21,7 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--io", choices=("host", "device"), default="host")
     args = parser.parse_args(argv)
     if args.cores and hasattr(os, "sched_setaffinity"):
         allowed = sorted(os.sched_getaffinity(0))
@@ -32,7 +33,7 @@ def main(argv=None) -> int:
     try:
         before_kb = _status_kb("VmRSS")
         model = load(args.bundle, device=args.provider, threads=args.threads or None)
-        stats = model.benchmark(runs=args.runs, warmup=args.warmup, batch=args.batch)
+        stats = model.benchmark(runs=args.runs, warmup=args.warmup, batch=args.batch, io=args.io)
     except EdgeslimError as exc:
         print(json.dumps({"error": str(exc), "kind": type(exc).__name__}))
         return 2

@@ -168,8 +168,10 @@ def _bench_options(function):
 @click.option("--metric", default="top1", show_default=True)
 @click.option("--baseline", help="The bundle name the others are compared with (default: the first).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="REPORT.json to write (a .md beside it).")
+@click.option("--io", type=click.Choice(["host", "device"]), default="host", show_default=True,
+              help="host: numpy in and out; device: inputs and outputs kept in GPU memory.")
 @_bench_options
-def validate(bundles, data_spec, devices, metric, baseline, out, runs, warmup, batch) -> None:
+def validate(bundles, data_spec, devices, metric, baseline, out, io, runs, warmup, batch) -> None:
     """Accuracy and latency of each bundle on each device."""
     from edgeslim.devices.runner import BenchConfig
     from edgeslim.export.bundle import write_json, write_text
@@ -179,7 +181,7 @@ def validate(bundles, data_spec, devices, metric, baseline, out, runs, warmup, b
 
     data = load_data(data_spec)
     report = validate_bundles(list(bundles), data, list(devices), load_metric(metric), metric, baseline,
-                              BenchConfig(runs=runs, warmup=warmup, batch=batch))
+                              BenchConfig(runs=runs, warmup=warmup, batch=batch, io=io))
     write_json(out, report)
     write_text(out.with_suffix(".md"), render_markdown(report))
     click.echo(render_markdown(report))
@@ -220,22 +222,27 @@ def report(report_path, against, max_accuracy_drop, max_latency_increase, html_o
 @click.argument("bundle")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
+@click.option("--io", type=click.Choice(["host", "device"]), default="host", show_default=True,
+              help="host: numpy in and out; device: inputs and outputs kept in GPU memory.")
 @_bench_options
-def bench(bundle, device, as_json, runs, warmup, batch) -> None:
+def bench(bundle, device, as_json, io, runs, warmup, batch) -> None:
     """Latency statistics of one bundle on one device."""
-    from edgeslim.devices.profiles import get_profile
-    from edgeslim.devices.runner import BenchConfig, measure_latency
+    from edgeslim.devices.runner import BenchConfig
+    from edgeslim.devices.targets import get_target
     from edgeslim.sdk import read_manifest
 
     read_manifest(bundle)
-    stats = measure_latency(bundle, get_profile(device), BenchConfig(runs=runs, warmup=warmup, batch=batch))
+    target = get_target(device)
+    stats = target.latency(bundle, BenchConfig(runs=runs, warmup=warmup, batch=batch, io=io))
     if as_json:
         click.echo(json.dumps(stats, indent=2))
         return
-    click.echo(f"{bundle} on {device} (batch {batch}, {warmup} warm-up, {runs} runs, threads {stats.get('threads')}):")
+    click.echo(f"{bundle} on {device}, {stats.get('mode', 'measured')} (batch {batch}, {warmup} warm-up, "
+               f"{runs} runs, threads {stats.get('threads') or 'default'}, io {stats.get('io', 'host')}):")
     for key in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "max_ms", "throughput", "load_ms",
                 "first_run_ms", "peak_rss_mb"):
-        click.echo(f"  {key:<13} {stats[key]:.3f}")
+        if stats.get(key) is not None:
+            click.echo(f"  {key:<13} {stats[key]:.3f}")
 
 
 @main.command()
@@ -279,9 +286,14 @@ def devices(as_json) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
+    click.echo(f"{'name':<21} {'provider':<9} {'threads':<8} {'mode here':<10} description")
     for row in rows:
-        state = "" if row["available"] else "  (provider not installed here)"
-        click.echo(f"{row['name']:<10} {row['provider']:<8} threads {row['threads'] or 'all'}  {row['description']}{state}")
+        state = "" if row["available"] else "  [provider not installed here]"
+        features = f" [{', '.join(row['features'])}]" if row["features"] else ""
+        memory = f", {row['memory_gb']:g} GB" if row["memory_gb"] else ""
+        click.echo(f"{row['name']:<21} {row['provider']:<9} {str(row['threads'] or 'all'):<8} {row['mode']:<10} "
+                   f"{row['description']}{memory}{features}, prefers {row['prefers']}{state}")
+    click.echo("also: ssh://[user@]host[:port] runs on a remote device with the torch-free edgeslim installed")
 
 
 if __name__ == "__main__":

@@ -107,16 +107,18 @@ def write_verified_bundle(proto, out_dir: Path, name: str, compression: list, me
 
 def validate_bundles(bundles: list[str], data: DataSplits, devices: list[str], metric, metric_name: str,
                      baseline: str | None, bench_config) -> dict:
-    """Accuracy (through the SDK, on this host's CPU) and latency per device of each bundle."""
-    from edgeslim.devices.accuracy import evaluate
-    from edgeslim.devices.profiles import get_profile
-    from edgeslim.devices.runner import measure_latency
+    """Accuracy and latency of each bundle on each device, every figure through the SDK.
+
+    `accuracy` is measured on this host's CPU; `accuracy_by_device` once per other provider
+    (a GPU, a remote board), so that a numeric difference between targets shows.
+    """
+    from edgeslim.devices.targets import get_target
     from edgeslim.errors import ConfigError
     from edgeslim.report.schema import new_report
     from edgeslim.sdk import load
     from edgeslim.sdk.bundle import bundle_size
 
-    profiles = [get_profile(device) for device in devices]  # unknown devices fail before any work
+    targets = [get_target(device) for device in devices]  # unknown devices fail before any work
     models = [load(bundle) for bundle in bundles]
     names = [model.name for model in models]
     if len(set(names)) != len(names):
@@ -124,19 +126,31 @@ def validate_bundles(bundles: list[str], data: DataSplits, devices: list[str], m
     baseline = baseline or names[0]
     if baseline not in names:
         raise ConfigError(f"--baseline {baseline!r} names no bundle; the bundles are {names}")
-    candidates = []
-    for bundle, model in zip(bundles, models):
-        entry = {"name": model.name, "bundle": str(bundle), "size_bytes": bundle_size(bundle, model.manifest),
-                 "params": model.manifest.get("metrics", {}).get("params"), "accuracy": None, "latency": {},
-                 "compression": model.manifest.get("compression", [])}
-        if data.val:
-            entry["accuracy"] = evaluate(model, data.val, metric)
-        for profile in profiles:
-            log(f"validate {model.name} on {profile.name}: {bench_config.warmup} warm-up + {bench_config.runs} runs")
-            entry["latency"][profile.name] = measure_latency(bundle, profile, bench_config)
-        accuracy = f"accuracy {entry['accuracy']:.2f}" if entry["accuracy"] is not None else "no val data"
-        p50s = ", ".join(f"{d} p50 {s['p50_ms']:.3f} ms" for d, s in entry["latency"].items())
-        log(f"validate {model.name}: {accuracy}; {p50s}")
-        candidates.append(entry)
-    settings = {"metric": metric_name, "devices": [p.to_dict() for p in profiles], "bench": bench_config.to_dict()}
+    candidates = [_validate_one(bundle, model, data, targets, metric, bench_config)
+                  for bundle, model in zip(bundles, models)]
+    settings = {"metric": metric_name, "devices": [t.describe() for t in targets], "bench": bench_config.to_dict()}
     return new_report(baseline, candidates, settings)
+
+
+def _validate_one(bundle, model, data: DataSplits, targets: list, metric, bench_config) -> dict:
+    from edgeslim.devices.accuracy import evaluate
+    from edgeslim.sdk.bundle import bundle_size
+
+    entry = {"name": model.name, "bundle": str(bundle), "size_bytes": bundle_size(bundle, model.manifest),
+             "params": model.manifest.get("metrics", {}).get("params"), "accuracy": None,
+             "accuracy_by_device": {}, "latency": {}, "compression": model.manifest.get("compression", [])}
+    if data.val:
+        entry["accuracy"] = evaluate(model, data.val, metric)
+    by_runtime = {}
+    for target in targets:
+        if data.val:
+            key = target.runtime_key()
+            if key not in by_runtime:
+                by_runtime[key] = entry["accuracy"] if key == "local:cpu" else target.accuracy(bundle, data, metric)
+            entry["accuracy_by_device"][target.name] = by_runtime[key]
+        log(f"validate {model.name} on {target.name}: {bench_config.warmup} warm-up + {bench_config.runs} runs")
+        entry["latency"][target.name] = target.latency(bundle, bench_config)
+    accuracy = f"accuracy {entry['accuracy']:.2f}" if entry["accuracy"] is not None else "no val data"
+    p50s = ", ".join(f"{d} p50 {s['p50_ms']:.3f} ms" for d, s in entry["latency"].items())
+    log(f"validate {model.name}: {accuracy}; {p50s}")
+    return entry

@@ -68,12 +68,12 @@ def render_markdown(report: dict) -> str:
                  f"{row['delta']:+.2f}" if "delta" in row else "—"]
         for device in devices:
             stats, speedup = row["latency"].get(device, (None, None))
-            emulated = " (emulated)" if stats and stats.get("emulated") else ""
-            cells += [f"{stats['p50_ms']:.3f}{emulated}" if stats else "—",
+            label = f" ({stats['mode']})" if stats and stats.get("mode") in ("emulated", "estimated") else ""
+            cells += [f"{stats['p50_ms']:.3f}{label}" if stats else "—",
                       f"{speedup:.2f}x" if speedup else "—"]
         cells += [row["steps"], "pass" if row["passed"] else "**FAIL**"]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", _latency_details(report, devices), _gate_lines(report)]
+    lines += ["", _accuracy_by_device(report), _latency_details(report, devices), _gate_lines(report)]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -82,16 +82,39 @@ def _latency_details(report: dict, devices: list[str]) -> str:
     lines = ["## Latency", "",
              f"Batch {bench.get('batch', 1)}, {bench.get('warmup', '?')} warm-up runs then {bench.get('runs', '?')} "
              "timed runs, each bundle in its own process; load time and the first run are reported apart.", "",
-             "| candidate | device | threads | p50 ms | p90 ms | p99 ms | mean ms | throughput/s | load ms | first run ms | peak RSS MB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "Mode: *measured* on the device itself; *emulated* on this host cut to the board's cores (same "
+             "instruction set); *estimated* by the cost model calibrated on this host (a board this host cannot "
+             "emulate).", "",
+             "| candidate | device | mode | threads | p50 ms | p90 ms | p99 ms | mean ms | throughput/s | load ms | first run ms | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for entry in report["candidates"]:
         for device in devices:
             s = entry.get("latency", {}).get(device)
             if s:
-                lines.append(f"| `{entry['name']}` | {device} | {s.get('threads') or '—'} | {s['p50_ms']:.3f} | "
+                mode = s.get("mode", "measured")
+                lines.append(f"| `{entry['name']}` | {device} | {mode} | {s.get('threads') or '—'} | {s['p50_ms']:.3f} | "
                              f"{s['p90_ms']:.3f} | {s['p99_ms']:.3f} | {s['mean_ms']:.3f} | {s['throughput']:.0f} | "
-                             f"{s.get('load_ms', 0):.1f} | {s.get('first_run_ms', 0):.2f} | {s.get('peak_rss_mb', 0):.0f} |")
+                             f"{_num(s.get('load_ms'), 1)} | {_num(s.get('first_run_ms'), 2)} | {_num(s.get('peak_rss_mb'), 0)} |")
     return "\n".join(lines) + "\n"
+
+
+def _accuracy_by_device(report: dict) -> str:
+    """Only when some device runs another runtime (a GPU, a remote board) than this host's CPU."""
+    rows = [(entry["name"], entry.get("accuracy"), entry.get("accuracy_by_device") or {})
+            for entry in report["candidates"]]
+    devices = [d for d in devices_of(report) if any(d in by for _, _, by in rows)]
+    if all(by.get(d) == acc for _, acc, by in rows for d in devices if d in by):
+        return ""
+    lines = ["## Accuracy by device", "", "| candidate | host CPU | " + " | ".join(devices) + " |",
+             "|---|---|" + "---|" * len(devices)]
+    for name, accuracy, by in rows:
+        cells = [_num(by.get(d), 2) for d in devices]
+        lines.append(f"| `{name}` | {_num(accuracy, 2)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _num(value, digits: int) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
 
 
 def _gate_lines(report: dict) -> str:

@@ -12,6 +12,11 @@ from edgeslim.sdk.providers import provider_chain, resolve_provider
 from edgeslim.sdk.stats import summarize
 
 
+# Providers whose memory is not the host's: predict goes through I/O binding there.
+_BINDING_DEVICES = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "cuda",
+                    "ROCMExecutionProvider": "cuda", "MIGraphXExecutionProvider": "cuda"}
+
+
 class Model:
     """One bundle in one onnxruntime session. `predict` is safe to call from many threads."""
 
@@ -37,6 +42,10 @@ class Model:
                                             providers=provider_chain(self.provider))
         self.load_ms = (time.perf_counter() - started) * 1000.0
         self._output_names = [spec.name for spec in self.outputs]
+        self._checks = [_InputCheck(spec) for spec in self.inputs]
+        # On a GPU, I/O binding lets onnxruntime copy each input to the device once and each output
+        # back once, straight from and into numpy memory, with no staging copies in between.
+        self._binding_device = _BINDING_DEVICES.get(self.provider)
 
     def __repr__(self) -> str:
         return f"Model({self.name!r}, device={self.device!r}, inputs={[s.name for s in self.inputs]})"
@@ -50,22 +59,53 @@ class Model:
             if missing or extra:
                 raise InputError(f"model '{self.name}' takes inputs {[s.name for s in self.inputs]}; "
                                  f"missing {missing}, unexpected {extra}")
-            return {spec.name: _checked(spec, x[spec.name]) for spec in self.inputs}
-        values = list(x) if isinstance(x, (list, tuple)) else [x]
-        if len(values) != len(self.inputs):
+            return {check.name: check(x[check.name]) for check in self._checks}
+        if not isinstance(x, (list, tuple)):
+            if len(self._checks) == 1:
+                return {self._checks[0].name: self._checks[0](x)}
+            x = [x]
+        if len(x) != len(self.inputs):
             raise InputError(f"model '{self.name}' takes {len(self.inputs)} inputs "
-                             f"{[s.name for s in self.inputs]}; got {len(values)}; pass a dict by name")
-        return {spec.name: _checked(spec, value) for spec, value in zip(self.inputs, values)}
+                             f"{[s.name for s in self.inputs]}; got {len(x)}; pass a dict by name")
+        return {check.name: check(value) for check, value in zip(self._checks, x)}
 
-    def predict(self, x):
+    def predict(self, x, batch_size: int | None = None):
         """numpy in, numpy out; a dict by name (or a sequence in order) for several inputs.
 
-        Returns one array for a one-output model, else a dict of arrays by output name.
+        Returns one array for a one-output model, else a dict of arrays by output name. With
+        `batch_size`, the first axis is cut into batches of that size and the results joined.
+        Safe to call from many threads on one Model: each call has its own binding.
         """
-        results = self.session.run(self._output_names, self._feed(x))
+        feed = self._feed(x)
+        if batch_size:
+            results = self._run_batched(feed, int(batch_size))
+        else:
+            results = self._run(feed)
         if len(results) == 1:
             return results[0]
         return dict(zip(self._output_names, results))
+
+    def _run(self, feed: dict) -> list:
+        if self._binding_device is None:
+            return self.session.run(self._output_names, feed)
+        binding = self.session.io_binding()
+        for name, array in feed.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(array))
+        for name in self._output_names:
+            binding.bind_output(name, "cpu")
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()
+
+    def _run_batched(self, feed: dict, batch_size: int) -> list:
+        if batch_size < 1:
+            raise InputError(f"batch_size must be at least 1, got {batch_size}")
+        rows = {value.shape[0] for value in feed.values()}
+        if len(rows) != 1:
+            raise InputError(f"batched predict needs every input to have the same first dim, got {sorted(rows)}")
+        total = rows.pop()
+        parts = [self._run({name: value[start:start + batch_size] for name, value in feed.items()})
+                 for start in range(0, total, batch_size)]
+        return [np.concatenate([part[index] for part in parts]) for index in range(len(self._output_names))]
 
     def sample_inputs(self, batch: int = 1, seed: int = 0) -> dict:
         """Random inputs of the declared shapes; symbolic dims take `batch` (the first) or 1."""
@@ -83,41 +123,80 @@ class Model:
                 feed[spec.name] = rng.integers(0, 2, shape).astype(dtype)
         return feed
 
-    def benchmark(self, runs: int = 100, warmup: int = 10, batch: int = 1, inputs=None) -> dict:
-        """Steady-state latency after `warmup` calls; the first call is timed and reported apart."""
+    def benchmark(self, runs: int = 100, warmup: int = 10, batch: int = 1, inputs=None,
+                  io: str = "host") -> dict:
+        """Steady-state latency after `warmup` calls; the first call is timed and reported apart.
+
+        io="host" times what an app sees: numpy in, numpy out, copies included. On a GPU,
+        io="device" keeps inputs and outputs in device memory and times the model alone.
+        """
         if runs < 1 or warmup < 0:
             raise InputError(f"benchmark needs runs >= 1 and warmup >= 0; got runs={runs}, warmup={warmup}")
+        if io not in ("host", "device"):
+            raise InputError(f"benchmark io must be 'host' or 'device', got {io!r}")
         feed = self._feed(inputs) if inputs is not None else self.sample_inputs(batch)
+        call = self._device_call(feed) if io == "device" and self._binding_device else (lambda: self._run(feed))
         started = time.perf_counter()
-        self.session.run(self._output_names, feed)
+        call()
         first_run_ms = (time.perf_counter() - started) * 1000.0
         for _ in range(max(warmup - 1, 0)):
-            self.session.run(self._output_names, feed)
+            call()
         times = []
         for _ in range(runs):
             started = time.perf_counter()
-            self.session.run(self._output_names, feed)
+            call()
             times.append((time.perf_counter() - started) * 1000.0)
         stats = summarize(times, batch)
-        stats.update({"warmup": warmup, "first_run_ms": first_run_ms, "load_ms": self.load_ms})
+        stats.update({"warmup": warmup, "first_run_ms": first_run_ms, "load_ms": self.load_ms,
+                      "io": io if self._binding_device else "host"})
         return stats
 
+    def _device_call(self, feed: dict):
+        """A call whose inputs and outputs stay on the device (bound once, reused every run)."""
+        import onnxruntime as ort
 
-def _checked(spec: TensorSpec, value) -> np.ndarray:
-    if hasattr(value, "detach"):  # a torch tensor, converted without importing torch
-        value = value.detach().cpu().numpy()
-    array = np.asarray(value)
-    if array.dtype != np.dtype(spec.dtype):
-        raise InputError(f"input '{spec.name}' must be {spec.dtype}, got {array.dtype}; "
-                         f"convert it with .astype(np.{spec.dtype})")
-    if array.ndim != len(spec.shape):
-        raise InputError(f"input '{spec.name}' must have shape {_shape_text(spec.shape)} "
-                         f"({len(spec.shape)} dims), got {tuple(array.shape)}")
-    for axis, (want, got) in enumerate(zip(spec.shape, array.shape)):
-        if isinstance(want, int) and want != got:
-            raise InputError(f"input '{spec.name}' must have shape {_shape_text(spec.shape)}, "
-                             f"got {tuple(array.shape)} (dim {axis} should be {want})")
-    return array
+        device, index = self._binding_device, 0
+        binding = self.session.io_binding()
+        for name, array in feed.items():
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), device, index))
+        for name in self._output_names:
+            binding.bind_output(name, device, index)
+
+        def call():
+            binding.synchronize_inputs()
+            self.session.run_with_iobinding(binding)
+            binding.synchronize_outputs()
+
+        return call
+
+
+class _InputCheck:
+    """One input's rule, prepared at load so that each predict checks in a few microseconds."""
+
+    def __init__(self, spec: TensorSpec):
+        self.spec = spec
+        self.name = spec.name
+        self.dtype = np.dtype(spec.dtype)
+        self.rank = len(spec.shape)
+        self.fixed = [(axis, dim) for axis, dim in enumerate(spec.shape) if isinstance(dim, int)]
+
+    def __call__(self, value) -> np.ndarray:
+        if not isinstance(value, np.ndarray):
+            if hasattr(value, "detach"):  # a torch tensor, converted without importing torch
+                value = value.detach().cpu().numpy()
+            value = np.asarray(value)
+        if value.dtype != self.dtype:
+            raise InputError(f"input '{self.name}' must be {self.spec.dtype}, got {value.dtype}; "
+                             f"convert it with .astype(np.{self.spec.dtype})")
+        shape = value.shape
+        if len(shape) != self.rank:
+            raise InputError(f"input '{self.name}' must have shape {_shape_text(self.spec.shape)} "
+                             f"({self.rank} dims), got {tuple(shape)}")
+        for axis, want in self.fixed:
+            if shape[axis] != want:
+                raise InputError(f"input '{self.name}' must have shape {_shape_text(self.spec.shape)}, "
+                                 f"got {tuple(shape)} (dim {axis} should be {want})")
+        return value
 
 
 def _shape_text(shape) -> str:

@@ -58,5 +58,5 @@ def test_cli_report_exit_codes(cli, tmp_path):
 def test_markdown_and_html_render():
     report = _report(_entry("fp32", 98.0, 1.0, 4000), _entry("int8", 97.5, 1.2, 1000))
     text = render_markdown(report)
-    assert "## Latency" in text and "| `int8` | cpu | 2 | 1.200 |" in text
+    assert "## Latency" in text and "| `int8` | cpu | measured | 2 | 1.200 |" in text
     assert render_html(report).count("<circle") == 2

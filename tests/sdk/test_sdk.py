@@ -143,3 +143,16 @@ def test_sdk_runs_with_only_numpy_and_onnxruntime(cnn_bundles, tmp_path, x_val):
                           env={"PYTHONPATH": str(site)})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "(5, 10) True True"
+
+
+def test_batched_predict_equals_one_call(cnn_bundles, x_val):
+    model = load(cnn_bundles["fp32"])
+    whole = model.predict(x_val[:100])
+    np.testing.assert_allclose(model.predict(x_val[:100], batch_size=32), whole, rtol=1e-5, atol=1e-5)
+
+
+def test_unknown_provider_is_a_device_error(cnn_bundles):
+    from edgeslim.sdk import DeviceError
+
+    with pytest.raises(DeviceError, match="which this onnxruntime does not offer"):
+        load(cnn_bundles["fp32"], device="tensorrt")
