@@ -17,6 +17,7 @@ class DistillConfig(StepConfig):
     alpha: float = 0.7
     weight_decay: float = 1e-4
     seed: int = 0
+    device: str = "auto"            # cuda when torch sees a GPU, else cpu
 
     def check(self) -> None:
         require(self.epochs >= 1, "distill.epochs", self.epochs, "at least 1")
@@ -31,7 +32,8 @@ def distill(model, config: DistillConfig, ctx):
 
     train = ctx.data.need("train", "distillation")
     options = FitOptions(epochs=config.epochs, lr=config.lr, weight_decay=config.weight_decay,
-                         temperature=config.temperature, alpha=config.alpha, seed=config.seed)
+                         temperature=config.temperature, alpha=config.alpha, seed=config.seed,
+                         device=config.device)
     fit(model, train, options, label=f"{ctx.candidate}: distill", teacher=ctx.teacher,
         val=ctx.data.val, metric=ctx.metric)
     if ctx.data.val:

@@ -64,12 +64,13 @@ def load_weights(model, path: str | Path) -> None:
     model.load_state_dict(state)
 
 
-def to_args(inputs):
+def to_args(inputs, device=None):
     """One batch's inputs as (args, kwargs) of torch tensors for model(*args, **kwargs)."""
     import torch
 
     def tensor(value):
-        return value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+        value = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+        return value.to(device) if device is not None else value
 
     if isinstance(inputs, dict):
         return (), {key: tensor(value) for key, value in inputs.items()}
@@ -78,9 +79,22 @@ def to_args(inputs):
     return (tensor(inputs),), {}
 
 
-def run_model(model, inputs):
-    args, kwargs = to_args(inputs)
+def run_model(model, inputs, device=None):
+    args, kwargs = to_args(inputs, device)
     return model(*args, **kwargs)
+
+
+def training_device(wanted: str = "auto"):
+    """cuda when asked for or, with "auto", when a GPU is there; else the CPU."""
+    import torch
+
+    if wanted == "auto":
+        wanted = "cuda" if torch.cuda.is_available() else "cpu"
+    if wanted.startswith("cuda") and not torch.cuda.is_available():
+        from edgeslim.errors import ConfigError
+
+        raise ConfigError(f"training device {wanted!r} asked for, but torch sees no CUDA GPU; use 'cpu' or 'auto'")
+    return torch.device(wanted)
 
 
 def count_params(model) -> int:

@@ -17,6 +17,7 @@ class FitOptions:
     temperature: float = 4.0
     alpha: float = 0.7          # weight of the distillation term against the label loss
     seed: int = 0
+    device: str = "auto"        # cuda when a GPU is there; the model comes back on the CPU
 
 
 def first_output(outputs):
@@ -43,10 +44,11 @@ def evaluate_torch(model, batches, metric) -> float:
     from edgeslim.data import to_numpy
 
     model.eval()
+    device = next(model.parameters()).device
     outputs, labels = [], []
     with torch.no_grad():
         for inputs, target in batches:
-            outputs.append(to_numpy(first_output(run_model(model, inputs))))
+            outputs.append(to_numpy(first_output(run_model(model, inputs, device))))
             labels.append(to_numpy(target))
     return float(metric(np.concatenate(outputs), np.concatenate(labels)))
 
@@ -55,8 +57,12 @@ def fit(model, train, options: FitOptions, label: str, teacher=None, val=None, m
     """Train `model` on (inputs, labels) batches; with a teacher, by knowledge distillation."""
     import torch
 
-    from edgeslim.compress.model_io import run_model
+    from edgeslim.compress.model_io import run_model, training_device
 
+    device = training_device(options.device)
+    model.to(device)
+    if teacher is not None:
+        teacher.to(device)
     torch.manual_seed(options.seed)
     order = random.Random(options.seed)
     steps = options.epochs * len(train)
@@ -69,17 +75,21 @@ def fit(model, train, options: FitOptions, label: str, teacher=None, val=None, m
             model.train()
             total = 0.0
             for inputs, target in order.sample(train, len(train)):
-                logits = first_output(run_model(model, inputs))
+                logits = first_output(run_model(model, inputs, device))
                 teacher_logits = None
                 if teacher is not None:
                     with torch.no_grad():
-                        teacher_logits = first_output(run_model(teacher, inputs))
-                loss = distillation_loss(logits, teacher_logits, torch.as_tensor(target).long(), options)
+                        teacher_logits = first_output(run_model(teacher, inputs, device))
+                labels = torch.as_tensor(target).long().to(device)
+                loss = distillation_loss(logits, teacher_logits, labels, options)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
                 schedule.step()
                 total += loss.item()
         score = f", val {evaluate_torch(model, val, metric):.2f}" if val and metric else ""
-        log(f"{label} epoch {epoch}/{options.epochs}: loss {total / max(len(train), 1):.4f}{score} ({timer.seconds:.1f} s)")
-    return model.eval()
+        log(f"{label} epoch {epoch}/{options.epochs}: loss {total / max(len(train), 1):.4f}{score} "
+            f"({timer.seconds:.1f} s, {device.type})")
+    if teacher is not None:
+        teacher.to("cpu")
+    return model.to("cpu").eval()

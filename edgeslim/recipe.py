@@ -29,6 +29,7 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     seed: int = 0
+    device: str = "auto"            # cuda when torch sees a GPU, else cpu
 
     def __post_init__(self):
         require(self.epochs >= 1, "train.epochs", self.epochs, "at least 1")

@@ -33,7 +33,8 @@ def trained_model(recipe, data, metric):
         return model
     key = hashlib.sha256(json.dumps({"model": recipe.model, "source": _source_digest(recipe.model),
                                      "weights": recipe.weights, "data": recipe.data,
-                                     "train": recipe.to_dict()["train"], "torch": torch.__version__},
+                                     "train": {k: v for k, v in recipe.to_dict()["train"].items() if k != "device"},
+                                     "torch": torch.__version__},
                                     sort_keys=True).encode()).hexdigest()[:16]
     cached = cache_dir() / f"trained-{key}.pt"
     if cached.is_file():
@@ -42,7 +43,8 @@ def trained_model(recipe, data, metric):
         return model.eval()
     train = data.need("train", "training")
     options = FitOptions(epochs=recipe.train.epochs, lr=recipe.train.lr,
-                         weight_decay=recipe.train.weight_decay, seed=recipe.train.seed)
+                         weight_decay=recipe.train.weight_decay, seed=recipe.train.seed,
+                         device=recipe.train.device)
     fit(model, train, options, label="train", val=data.val, metric=metric)
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(f".tmp{os.getpid()}")
@@ -53,7 +55,7 @@ def trained_model(recipe, data, metric):
 
 def run_recipe(recipe, out: Path) -> dict:
     """Build each candidate under out/<name>, validate them all, write out/report.json and .md."""
-    from edgeslim.devices.profiles import get_profile
+    from edgeslim.devices.targets import get_target
     from edgeslim.devices.runner import BenchConfig
     from edgeslim.export.bundle import write_json, write_text
     from edgeslim.export.onnx_export import ExportConfig
@@ -64,8 +66,8 @@ def run_recipe(recipe, out: Path) -> dict:
     from edgeslim.compress import check_order
 
     out = Path(out)
-    for profile in recipe.devices:
-        get_profile(profile)  # fail on an unknown device before hours of work
+    for device in recipe.devices:
+        get_target(device)  # fail on an unknown or unavailable device before hours of work
     for candidate in recipe.candidates:
         check_order(candidate.steps)
     bench = BenchConfig(**recipe.bench)

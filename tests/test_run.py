@@ -37,6 +37,7 @@ def test_run_recipe_writes_bundles_and_report(cli, tmp_path):
         assert entry["passed"] is True and "accuracy_drop" in entry["gates"] or entry["name"] == "fp32"
     assert report["recipe"]["candidates"][1]["steps"][0] == {"step": "prune", "version": 1, "ratio": 0.5,
                                                            "round_to": 4, "importance": "l2", "global_pruning": False}
+    assert report["recipe"]["candidates"][1]["steps"][1]["device"] == "auto"
     assert "| `pkd-int8` |" in (tmp_path / "out" / "report.md").read_text()
     # The trained model is cached: a second run does not train again.
     again = cli("run", recipe, "--out", tmp_path / "out2")
