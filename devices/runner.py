@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
@@ -29,7 +30,10 @@ def measure_latency(bundle: str, profile: DeviceProfile, config: BenchConfig) ->
                "--cores", str(pinned or 0), "--runs", str(config.runs),
                "--warmup", str(config.warmup), "--batch", str(config.batch), "--io", config.io]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=config.timeout_s)
+        # PYTHONSAFEPATH: a checkout's edgeslim/ folder in the working directory must not shadow
+        # the installed package (it lacks the subpackages, which live in sdk/, devices/, ...).
+        done = subprocess.run(command, capture_output=True, text=True, timeout=config.timeout_s,
+                              env=dict(os.environ, PYTHONSAFEPATH="1"))
     except subprocess.TimeoutExpired:
         raise DeviceError(f"benchmark of {bundle} on '{profile.name}' took over {config.timeout_s:.0f} s; "
                           "lower --runs or check the device") from None

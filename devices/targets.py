@@ -66,7 +66,9 @@ def get_target(name: str):
     if name.startswith("ssh://"):
         from edgeslim.devices.remote import RemoteTarget
 
-        return RemoteTarget(name)
+        target = RemoteTarget(name)
+        target.check_available()
+        return target
     target = LocalTarget(get_profile(name))
     target.check_available()
     return target

@@ -22,6 +22,8 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--io", choices=("host", "device"), default="host")
+    parser.add_argument("--predict", metavar="IN.npz", help="Predict each array set in IN.npz instead of timing.")
+    parser.add_argument("--save", metavar="OUT.npz", help="Where --predict writes the outputs.")
     args = parser.parse_args(argv)
     if args.cores and hasattr(os, "sched_setaffinity"):
         allowed = sorted(os.sched_getaffinity(0))
@@ -30,6 +32,8 @@ def main(argv=None) -> int:
     from edgeslim.errors import EdgeslimError
     from edgeslim.sdk import load
 
+    if args.predict:
+        return _predict_file(args, load, EdgeslimError)
     try:
         before_kb = _status_kb("VmRSS")
         model = load(args.bundle, device=args.provider, threads=args.threads or None)
@@ -42,6 +46,29 @@ def main(argv=None) -> int:
     stats["threads"] = args.threads or None
     stats["provider"] = model.provider
     print(json.dumps(stats))
+    return 0
+
+
+def _predict_file(args, load, error_type) -> int:
+    """The accuracy pass of a remote device: batches in (keys 'BATCH:INPUT'), first outputs out."""
+    import numpy as np
+
+    try:
+        model = load(args.bundle, device=args.provider, threads=args.threads or None)
+        with np.load(args.predict) as arrays:
+            batches: dict[int, dict] = {}
+            for key in arrays.files:
+                index, _, name = key.partition(":")
+                batches.setdefault(int(index), {})[name] = arrays[key]
+        outputs = {}
+        for index in sorted(batches):
+            result = model.predict(batches[index])
+            outputs[str(index)] = next(iter(result.values())) if isinstance(result, dict) else result
+        np.savez(args.save, **outputs)
+    except error_type as exc:
+        print(json.dumps({"error": str(exc), "kind": type(exc).__name__}))
+        return 2
+    print(json.dumps({"batches": len(outputs), "provider": model.provider}))
     return 0
 
 

@@ -61,3 +61,32 @@ def cnn_bundles(tmp_path_factory, weights, cli):
     assert result.exit_code == 0, result.stderr
     return {"fp32": folder / "fp32", "int8": folder / "int8"}
 
+
+
+@pytest.fixture(scope="session")
+def torch_free_python(tmp_path_factory):
+    """A Python that holds numpy, onnxruntime and the torch-free part of edgeslim, nothing else.
+
+    Returned as a wrapper script, as a device would have `python3` with edgeslim installed.
+    """
+    import shutil
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    root = tmp_path_factory.mktemp("torch-free")
+    subprocess.run([sys.executable, "-m", "venv", root / "venv"], check=True)
+    install = subprocess.run([root / "venv" / "bin" / "python", "-m", "pip", "install", "-q", "-c",
+                              REPO / "constraints.txt", "numpy", "onnxruntime"], capture_output=True, text=True)
+    if install.returncode != 0:
+        pytest.fail(f"could not install numpy and onnxruntime: {install.stderr[-500:]}")
+    # The torch-free part of the distribution, laid out as it installs.
+    site = root / "site"
+    shutil.copytree(REPO / "edgeslim", site / "edgeslim")
+    for part in ("sdk", "devices"):
+        shutil.copytree(REPO / part, site / "edgeslim" / part)
+    wrapper = root / "python"
+    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={site} PYTHONSAFEPATH=1 exec {root / 'venv' / 'bin' / 'python'} \"$@\"\n")
+    wrapper.chmod(0o755)
+    return wrapper

@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]
 ZOO = Path(__file__).parent / "fixtures" / "zoo.py"
 # Each architecture: factory name, training epochs, learning rate.
 ARCHITECTURES = {"cnn": ("small_cnn", 6, 3e-3), "mobilenet": ("mobilenet", 8, 5e-3),

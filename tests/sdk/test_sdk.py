@@ -12,7 +12,6 @@ import pytest
 from edgeslim.demo import digits_arrays
 from edgeslim.sdk import BundleError, InputError, load
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -121,26 +120,14 @@ def test_import_leaves_torch_and_nncf_out():
     assert done.stdout.strip() == "[]"
 
 
-def test_sdk_runs_with_only_numpy_and_onnxruntime(cnn_bundles, tmp_path, x_val):
+def test_sdk_runs_with_only_numpy_and_onnxruntime(cnn_bundles, torch_free_python, tmp_path, x_val):
     """A fresh venv with numpy and onnxruntime alone loads and runs a bundle through the SDK."""
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", venv], check=True)
-    python = venv / "bin" / "python"
-    install = subprocess.run([python, "-m", "pip", "install", "-q", "-c", REPO / "constraints.txt",
-                              "numpy", "onnxruntime"], capture_output=True, text=True)
-    if install.returncode != 0:
-        pytest.fail(f"could not install numpy and onnxruntime: {install.stderr[-500:]}")
-    # The torch-free part of the distribution, laid out as it installs: edgeslim/ and edgeslim/sdk/.
-    site = tmp_path / "site"
-    shutil.copytree(REPO / "edgeslim", site / "edgeslim")
-    shutil.copytree(REPO / "sdk", site / "edgeslim" / "sdk")
     np.save(tmp_path / "x.npy", x_val[:5])
     code = ("import sys, numpy as np; from edgeslim.sdk import load; "
             f"m = load({str(cnn_bundles['int8'])!r}); y = m.predict(np.load({str(tmp_path / 'x.npy')!r})); "
             "import importlib.util as u; "
             "print(y.shape, u.find_spec('torch') is None, u.find_spec('nncf') is None)")
-    done = subprocess.run([python, "-c", code], capture_output=True, text=True, cwd=tmp_path,
-                          env={"PYTHONPATH": str(site)})
+    done = subprocess.run([torch_free_python, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "(5, 10) True True"
 
