@@ -41,6 +41,7 @@ class Model:
         self.session = ort.InferenceSession(str(self.path / MODEL_FILE), options,
                                             providers=provider_chain(self.provider))
         self.load_ms = (time.perf_counter() - started) * 1000.0
+        _check_active(self.session, self.provider, device)
         self._output_names = [spec.name for spec in self.outputs]
         self._checks = [_InputCheck(spec) for spec in self.inputs]
         # On a GPU, I/O binding lets onnxruntime copy each input to the device once and each output
@@ -168,6 +169,18 @@ class Model:
             binding.synchronize_outputs()
 
         return call
+
+
+def _check_active(session, provider: str, device: str) -> None:
+    """onnxruntime falls back to the CPU when a provider's libraries fail to load; a figure
+    labelled 'gpu' must not come from the CPU, so refuse instead."""
+    from edgeslim.errors import DeviceError
+
+    active = session.get_providers()
+    if provider not in active:
+        raise DeviceError(f"device '{device}' asked for {provider}, but onnxruntime could not start it "
+                          f"(active: {', '.join(active)}); check its libraries (CUDA, cuDNN, TensorRT) "
+                          "or pick another device")
 
 
 class _InputCheck:
