@@ -7,7 +7,7 @@ QuantizeLinear/DequantizeLinear pairs that onnxruntime fuses into integer kernel
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -24,10 +24,16 @@ class Int8Config(StepConfig):
     subset_size: int = 300          # calibration samples
     preset: str = "performance"     # performance: symmetric activations; mixed: asymmetric
     fast_bias_correction: bool = True
+    max_accuracy_drop: float | None = None   # accuracy control: points (or a fraction, relative)
+    relative: bool = False
+    in_float: list = field(default_factory=list)  # layer (node) names kept in float by hand
 
     def check(self) -> None:
         require(self.subset_size >= 1, "int8.subset_size", self.subset_size, "at least 1")
         require(self.preset in ("performance", "mixed"), "int8.preset", self.preset, "'performance' or 'mixed'")
+        if self.max_accuracy_drop is not None:
+            require(self.max_accuracy_drop >= 0, "int8.max_accuracy_drop", self.max_accuracy_drop,
+                    "0 or more (points of the metric; a fraction with relative)")
 
 
 @dataclass
@@ -73,22 +79,44 @@ def looks_like_transformer(model) -> bool:
 
 @register_step(Int8Config)
 def int8(model, config: Int8Config, ctx):
-    import nncf
+    from edgeslim.compress.sensitivity import Quantizer, accuracy_controlled, allowed_drop
 
     samples = calibration_samples(ctx, config.subset_size)
-    model_type = nncf.ModelType.TRANSFORMER if looks_like_transformer(model) else None
     log(f"{ctx.candidate}: int8 calibration on {len(samples)} samples"
-        f"{' (transformer rules)' if model_type else ''}")
-    quantized = nncf.quantize(
+        f"{' (transformer rules)' if looks_like_transformer(model) else ''}")
+    ctx.record(calibration_samples=len(samples))
+    if config.max_accuracy_drop is None:
+        return _plain_int8(model, samples, config)
+    quantizer = Quantizer(model, samples, config, ctx)
+    result, table = accuracy_controlled(quantizer, config.max_accuracy_drop, config.relative)
+    total = len(quantizer.layers)
+    ctx.record(accuracy_control={
+        "met": result.met, "fp32_accuracy": quantizer.fp32_accuracy, "accuracy": result.accuracy,
+        "drop": quantizer.fp32_accuracy - result.accuracy, "max_accuracy_drop": config.max_accuracy_drop,
+        "relative": config.relative,
+        "allowed_drop": allowed_drop(config.max_accuracy_drop, config.relative, quantizer.fp32_accuracy),
+        "layers": total, "layers_int8": total - len(result.in_float), "in_float": result.in_float,
+        "quantization_runs": quantizer.runs}, sensitivity=table)
+    log(f"{ctx.candidate}: accuracy control {'met' if result.met else 'NOT met'}: {result.accuracy:.2f} "
+        f"with {total - len(result.in_float)} of {total} layers INT8")
+    return result.model
+
+
+def _plain_int8(model, samples, config: Int8Config):
+    import nncf
+
+    from edgeslim.compress.sensitivity import quiet_nncf
+
+    quiet_nncf()
+    return nncf.quantize(
         model,
         nncf.Dataset(samples),
         preset=nncf.QuantizationPreset.PERFORMANCE if config.preset == "performance" else nncf.QuantizationPreset.MIXED,
         subset_size=len(samples),
         fast_bias_correction=config.fast_bias_correction,
-        model_type=model_type,
+        model_type=nncf.ModelType.TRANSFORMER if looks_like_transformer(model) else None,
+        ignored_scope=nncf.IgnoredScope(names=list(config.in_float), validate=False) if config.in_float else None,
     )
-    ctx.record(calibration_samples=len(samples))
-    return quantized
 
 
 @register_step(DynamicConfig)

@@ -70,6 +70,9 @@ class StepConfig:
 def _coerce(step: str, field: dataclasses.Field, value: Any) -> Any:
     """YAML and the CLI hand us strings and ints; make them the field's declared type."""
     kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
+    if value is None and "None" in kind:
+        return None
+    kind = kind.split("|")[0].strip()
     try:
         if kind == "float":
             return float(value)
@@ -81,6 +84,12 @@ def _coerce(step: str, field: dataclasses.Field, value: Any) -> Any:
             if isinstance(value, str):
                 return value.strip().lower() in ("1", "true", "yes", "on")
             return bool(value)
+        if kind.startswith("list"):
+            if isinstance(value, str):
+                return [part.strip() for part in value.split(",") if part.strip()]
+            if not isinstance(value, (list, tuple)):
+                raise ValueError
+            return list(value)
     except (TypeError, ValueError):
         raise ConfigError(f"step '{step}' option '{field.name}' must be {kind}, got {value!r}") from None
     return value

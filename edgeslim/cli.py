@@ -134,8 +134,11 @@ def export(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol)
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Distillation learning rate.")
 @click.option("--quantize", type=click.Choice(QUANTIZE_MODES), default="none", show_default=True)
 @click.option("--calibration-samples", type=int, default=300, show_default=True)
+@click.option("--max-accuracy-drop", type=float, help="INT8 accuracy control: return layers to float, most "
+              "sensitive first, until the drop against fp32 is within this many points (implies --quantize int8).")
+@click.option("--relative", is_flag=True, help="Read --max-accuracy-drop as a fraction of the fp32 accuracy.")
 def compress(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol, prune_ratio, round_to,
-             distill, epochs, lr, quantize, calibration_samples) -> None:
+             distill, epochs, lr, quantize, calibration_samples, max_accuracy_drop, relative) -> None:
     """One compressed bundle: prune, distill, quantize, export."""
     from edgeslim.compress import make_step
 
@@ -144,12 +147,49 @@ def compress(model_spec, weights, data_spec, metric, out, name, opset, atol, rto
         steps.append(make_step("prune", {"ratio": prune_ratio, "round_to": round_to}))
     if distill if distill is not None else bool(prune_ratio):
         steps.append(make_step("distill", {"epochs": epochs, "lr": lr}))
-    if quantize == "int8":
-        steps.append(make_step("int8", {"subset_size": calibration_samples}))
+    if max_accuracy_drop is not None and quantize not in ("none", "int8"):
+        raise click.UsageError(f"--max-accuracy-drop controls INT8 quantization; it cannot go with --quantize {quantize}")
+    if quantize == "int8" or max_accuracy_drop is not None:
+        steps.append(make_step("int8", {"subset_size": calibration_samples, "max_accuracy_drop": max_accuracy_drop,
+                                        "relative": relative}))
     elif quantize != "none":
         steps.append(make_step(quantize))
     manifest = _build(model_spec, weights, data_spec, metric, out, name, steps, opset, atol, rtol)
     _echo_built(manifest, out)
+    control = manifest["metrics"].get("accuracy_control")
+    if control:
+        click.echo(f"accuracy control: {control['accuracy']:.2f} vs fp32 {control['fp32_accuracy']:.2f} "
+                   f"(drop {control['drop']:.2f}, allowed {control['allowed_drop']:.3g}); "
+                   f"{control['layers_int8']} of {control['layers']} layers INT8"
+                   + (f", in float: {', '.join(control['in_float'])}" if control["in_float"] else ""))
+        if not control["met"]:
+            raise GateFailed(f"no INT8 model met the accuracy drop of {control['allowed_drop']:.3g}; "
+                             f"the best one found ({control['accuracy']:.2f}, drop {control['drop']:.2f}) "
+                             f"is written to {out}")
+
+
+@main.command()
+@click.option("--model", "model_spec", required=True, help="path/file.py:factory or package.module:factory")
+@click.option("--weights", type=click.Path(), help="A state dict: .pt, .pth or .safetensors.")
+@click.option("--data", "data_spec", required=True)
+@click.option("--metric", default="top1", show_default=True)
+@click.option("--calibration-samples", type=int, default=300, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), help="Write the table as JSON (and Markdown beside it).")
+def sensitivity(model_spec, weights, data_spec, metric, calibration_samples, out) -> None:
+    """Each quantizable layer's accuracy when it alone is in float, and when it alone is INT8."""
+    from edgeslim.compress.model_io import load_model
+    from edgeslim.export.bundle import write_json, write_text
+    from edgeslim.pipeline import layer_sensitivity
+    from edgeslim.report.markdown import sensitivity_markdown
+    from edgeslim.specs import load_data, load_metric
+
+    table = layer_sensitivity(load_model(model_spec, weights), load_data(data_spec), load_metric(metric),
+                              calibration_samples)
+    text = sensitivity_markdown(table)
+    click.echo(text)
+    if out:
+        write_json(out, table)
+        write_text(out.with_suffix(".md"), text)
 
 
 # -- measure --------------------------------------------------------------------------------------

@@ -103,6 +103,24 @@ def write_verified_bundle(proto, out_dir: Path, name: str, compression: list, me
     return manifest
 
 
+def layer_sensitivity(base_model, data: DataSplits, metric, calibration_samples: int = 300) -> dict:
+    """Export the model and score each quantizable layer alone in float and alone in INT8."""
+    from edgeslim.compress import make_step
+    from edgeslim.compress.quantize import calibration_samples as samples_of
+    from edgeslim.compress.sensitivity import Quantizer, sensitivity_table
+    from edgeslim.export.onnx_export import ExportConfig, export_onnx
+
+    proto, names, _ = export_onnx(copy.deepcopy(base_model).eval(), data.sample_inputs(), ExportConfig())
+    ctx = StepContext(data=data, teacher=None, metric=metric, example_inputs=data.sample_inputs(),
+                      candidate="sensitivity", input_names=names)
+    config = make_step("int8", {"subset_size": calibration_samples})
+    quantizer = Quantizer(proto, samples_of(ctx, calibration_samples), config, ctx)
+    all_int8 = quantizer.score(quantizer.quantize([]))
+    rows = sensitivity_table(quantizer, both=True)
+    return {"fp32_accuracy": quantizer.fp32_accuracy, "int8_accuracy": all_int8, "layers": rows,
+            "config": config.to_dict()}
+
+
 # -- validation ----------------------------------------------------------------------------------
 
 def validate_bundles(bundles: list[str], data: DataSplits, devices: list[str], metric, metric_name: str,
@@ -139,6 +157,9 @@ def _validate_one(bundle, model, data: DataSplits, targets: list, metric, bench_
     entry = {"name": model.name, "bundle": str(bundle), "size_bytes": bundle_size(bundle, model.manifest),
              "params": model.manifest.get("metrics", {}).get("params"), "accuracy": None,
              "accuracy_by_device": {}, "latency": {}, "compression": model.manifest.get("compression", [])}
+    for key in ("accuracy_control", "sensitivity"):  # build-time findings the report shows
+        if model.manifest.get("metrics", {}).get(key):
+            entry[key] = model.manifest["metrics"][key]
     if data.val:
         entry["accuracy"] = evaluate(model, data.val, metric)
     by_runtime = {}

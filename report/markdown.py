@@ -73,7 +73,8 @@ def render_markdown(report: dict) -> str:
                       f"{speedup:.2f}x" if speedup else "—"]
         cells += [row["steps"], "pass" if row["passed"] else "**FAIL**"]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", _accuracy_by_device(report), _latency_details(report, devices), _gate_lines(report)]
+    lines += ["", _accuracy_by_device(report), _latency_details(report, devices), _quantization(report),
+              _gate_lines(report)]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -110,6 +111,42 @@ def _accuracy_by_device(report: dict) -> str:
     for name, accuracy, by in rows:
         cells = [_num(by.get(d), 2) for d in devices]
         lines.append(f"| `{name}` | {_num(accuracy, 2)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _quantization(report: dict) -> str:
+    """Accuracy control and layer sensitivity, for candidates whose INT8 step measured them."""
+    parts = []
+    for entry in report["candidates"]:
+        control = entry.get("accuracy_control")
+        if not control:
+            continue
+        parts.append(f"### `{entry['name']}`: accuracy-controlled INT8\n\n"
+                     f"{control['layers_int8']} of {control['layers']} layers INT8; accuracy {control['accuracy']:.2f} "
+                     f"against fp32 {control['fp32_accuracy']:.2f} (drop {control['drop']:.2f}, allowed "
+                     f"{control['allowed_drop']:.3g}: {'met' if control['met'] else '**not met**'}). In float: "
+                     f"{', '.join(f'`{name}`' for name in control['in_float']) or 'none'}.\n")
+        if entry.get("sensitivity"):
+            parts.append(sensitivity_markdown({"layers": entry["sensitivity"]}, heading=False))
+    return ("## Quantization\n\n" + "\n".join(parts)) if parts else ""
+
+
+def sensitivity_markdown(table: dict, heading: bool = True) -> str:
+    rows = table["layers"]
+    both = any("alone_quantized" in row for row in rows)
+    lines = []
+    if heading:
+        lines += ["# Layer sensitivity", "",
+                  f"fp32 {table['fp32_accuracy']:.2f}, every layer INT8 {table['int8_accuracy']:.2f}. "
+                  "Most sensitive first: the accuracy with the layer alone left in float"
+                  + (" and with it alone quantized." if both else "."), ""]
+    header = "| layer | op | alone in float | gain |" + (" alone INT8 | drop |" if both else "")
+    lines += [header, "|---|---|---|---|" + ("---|---|" if both else "")]
+    for row in rows:
+        line = f"| `{row['layer']}` | {row['op']} | {row['alone_in_float']:.2f} | {row['gain_in_float']:+.2f} |"
+        if both:
+            line += f" {row['alone_quantized']:.2f} | {row['drop_quantized']:+.2f} |"
+        lines.append(line)
     return "\n".join(lines) + "\n"
 
 

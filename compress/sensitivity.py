@@ -1,0 +1,130 @@
+"""Layer sensitivity and accuracy-controlled INT8 on the exported ONNX model.
+
+Each quantizable layer (Conv, Gemm, MatMul) is scored twice, like AIMET's quant analyzer: the
+accuracy when it *alone* is left in float (all others INT8), and when it alone is quantized.
+Accuracy control then returns layers to float, most sensitive first, until the drop against fp32
+is within the limit; it always keeps the best model it found.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgeslim.progress import log
+
+QUANTIZABLE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def quantizable_layers(model) -> list[tuple[str, str]]:
+    """(node name, op type) of each layer NNCF may quantize, in graph order."""
+    return [(node.name, node.op_type) for node in model.graph.node if node.op_type in QUANTIZABLE_OPS]
+
+
+def evaluate_proto(model, batches: list, input_names: list[str], metric) -> float:
+    """The metric of an in-memory ONNX model on (inputs, labels) batches, through onnxruntime."""
+    import onnxruntime as ort
+
+    from edgeslim.data import feed_for, to_numpy
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    outputs, labels = [], []
+    for inputs, target in batches:
+        outputs.append(session.run(None, feed_for(inputs, input_names))[0])
+        labels.append(to_numpy(target))
+    return float(metric(np.concatenate(outputs), np.concatenate(labels)))
+
+
+def quiet_nncf() -> None:
+    """NNCF logs every ignored node at INFO; edgeslim prints its own progress."""
+    import logging
+
+    import nncf
+
+    nncf.set_log_level(logging.WARNING)
+
+
+class Quantizer:
+    """NNCF PTQ of one fp32 ONNX model with a chosen set of layers kept in float, and its score."""
+
+    def __init__(self, model, samples: list[dict], config, ctx):
+        import nncf
+
+        quiet_nncf()
+        from edgeslim.compress.quantize import looks_like_transformer
+
+        self.model, self.samples, self.config, self.ctx = model, samples, config, ctx
+        self.model_type = nncf.ModelType.TRANSFORMER if looks_like_transformer(model) else None
+        self.layers = quantizable_layers(model)
+        self.val = ctx.data.need("val", "accuracy-controlled quantization")
+        self.fp32_accuracy = self.score(model)
+        self.runs = 0
+
+    def quantize(self, in_float: list[str]):
+        import nncf
+
+        self.runs += 1
+        return nncf.quantize(
+            self.model, nncf.Dataset(self.samples), subset_size=len(self.samples),
+            preset=nncf.QuantizationPreset.PERFORMANCE if self.config.preset == "performance" else nncf.QuantizationPreset.MIXED,
+            fast_bias_correction=self.config.fast_bias_correction, model_type=self.model_type,
+            ignored_scope=nncf.IgnoredScope(names=list(in_float), validate=False) if in_float else None)
+
+    def score(self, model) -> float:
+        return evaluate_proto(model, self.val, self.ctx.input_names, self.ctx.metric)
+
+
+def sensitivity_table(quantizer: Quantizer, both: bool = True) -> list[dict]:
+    """Per layer: accuracy with it alone in float, and (if `both`) with it alone quantized."""
+    names = [name for name, _ in quantizer.layers]
+    all_int8 = quantizer.score(quantizer.quantize([]))
+    rows = []
+    for index, (name, op) in enumerate(quantizer.layers, 1):
+        row = {"layer": name, "op": op, "alone_in_float": quantizer.score(quantizer.quantize([name]))}
+        row["gain_in_float"] = row["alone_in_float"] - all_int8
+        if both:
+            row["alone_quantized"] = quantizer.score(quantizer.quantize([n for n in names if n != name]))
+            row["drop_quantized"] = quantizer.fp32_accuracy - row["alone_quantized"]
+        rows.append(row)
+        log(f"sensitivity {index}/{len(names)}: {name} ({op}) in float {row['alone_in_float']:.2f}"
+            + (f", alone quantized {row['alone_quantized']:.2f}" if both else ""))
+    rows.sort(key=lambda r: (-r["gain_in_float"], -r.get("drop_quantized", 0.0)))
+    return rows
+
+
+@dataclass
+class ControlResult:
+    model: object
+    accuracy: float
+    in_float: list
+    met: bool
+
+
+def allowed_drop(limit: float, relative: bool, fp32_accuracy: float) -> float:
+    return limit * abs(fp32_accuracy) if relative else limit
+
+
+def accuracy_controlled(quantizer: Quantizer, limit: float, relative: bool) -> tuple[ControlResult, list[dict]]:
+    """Return layers to float, most sensitive first, until the drop is within `limit`."""
+    allowed = allowed_drop(limit, relative, quantizer.fp32_accuracy)
+    model = quantizer.quantize([])
+    best = ControlResult(model, quantizer.score(model), [], False)
+    log(f"accuracy control: fp32 {quantizer.fp32_accuracy:.2f}, all INT8 {best.accuracy:.2f}, "
+        f"allowed drop {allowed:.3g}")
+    table: list[dict] = []
+    if quantizer.fp32_accuracy - best.accuracy <= allowed:
+        best.met = True
+        return best, table
+    table = sensitivity_table(quantizer, both=False)
+    in_float: list[str] = []
+    for row in table:
+        in_float.append(row["layer"])
+        model = quantizer.quantize(in_float)
+        accuracy = quantizer.score(model)
+        log(f"accuracy control: {len(in_float)} layer(s) in float -> {accuracy:.2f}")
+        if accuracy > best.accuracy:
+            best = ControlResult(model, accuracy, list(in_float), False)
+        if quantizer.fp32_accuracy - accuracy <= allowed:
+            best = ControlResult(model, accuracy, list(in_float), True)
+            break
+    return best, table
