@@ -58,6 +58,7 @@ class Recipe:
     bench: dict = field(default_factory=dict)
     gates: dict = field(default_factory=dict)
     export: dict = field(default_factory=dict)
+    sweep: dict = field(default_factory=dict)
     version: int = RECIPE_VERSION
 
     def __post_init__(self):
@@ -98,11 +99,16 @@ def recipe_from_dict(data: dict) -> Recipe:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"recipe has an unknown key {unknown[0]!r}; the keys are {sorted(known)}")
-    for key in ("model", "data", "candidates"):
+    for key in ("model", "data"):
         if key not in data:
             raise ConfigError(f"recipe lacks '{key}'")
+    if "candidates" not in data and "sweep" not in data:
+        raise ConfigError("recipe lacks 'candidates' (or a 'sweep' that makes them)")
+    data = dict(data)
+    data.setdefault("candidates", [])
     if not isinstance(data["candidates"], list):
         raise ConfigError("recipe 'candidates' must be a list of {name, steps}")
+    data["candidates"] = data["candidates"] + sweep_candidates(data.get("sweep") or {})
     candidates = []
     for entry in data["candidates"]:
         if not isinstance(entry, dict) or "name" not in entry:
@@ -117,6 +123,38 @@ def recipe_from_dict(data: dict) -> Recipe:
     if isinstance(fields.get("devices"), str):
         fields["devices"] = [fields["devices"]]
     return Recipe(candidates=candidates, train=train, **fields)
+
+
+def sweep_candidates(sweep: dict) -> list[dict]:
+    """A grid of pruning ratios and quantization modes, as candidates.
+
+        sweep: {prune: [0, 0.5, 0.7], quantize: [none, int8], distill: {epochs: 8}, round_to: 8}
+
+    Ratio 0 is the unpruned model; every pruned one is distilled with the `distill` options.
+    """
+    if not sweep:
+        return []
+    if not isinstance(sweep, dict):
+        raise ConfigError("recipe 'sweep' must be a mapping like {prune: [0, 0.5], quantize: [none, int8]}")
+    unknown = sorted(set(sweep) - {"prune", "quantize", "distill", "round_to"})
+    if unknown:
+        raise ConfigError(f"recipe 'sweep' has an unknown key {unknown[0]!r}; the keys are distill, prune, quantize, round_to")
+    ratios = sweep.get("prune", [0])
+    modes = sweep.get("quantize", ["none"])
+    if not isinstance(ratios, list) or not isinstance(modes, list):
+        raise ConfigError("recipe 'sweep' prune and quantize must be lists")
+    candidates = []
+    for ratio in ratios:
+        for mode in modes:
+            steps = []
+            if ratio:
+                steps += [{"prune": {"ratio": ratio, "round_to": sweep.get("round_to", 8)}},
+                          {"distill": dict(sweep.get("distill") or {})}]
+            if mode not in ("none", None):
+                steps.append(mode)
+            name = ("fp32" if not ratio else f"p{ratio:g}-kd") + ("" if mode in ("none", None) else f"-{mode}")
+            candidates.append({"name": name, "steps": steps})
+    return candidates
 
 
 def load_recipe(path: str | Path) -> Recipe:

@@ -40,7 +40,7 @@ def summary_rows(report: dict) -> list[dict]:
         row = {"name": entry["name"], "size": _size(entry["size_bytes"]),
                "smaller": base["size_bytes"] / entry["size_bytes"], "params": entry.get("params"),
                "accuracy": entry.get("accuracy"), "steps": _steps(entry), "passed": entry.get("passed", True),
-               "latency": {}}
+               "latency": {}, "pareto": _pareto(entry)}
         if entry.get("accuracy") is not None and base.get("accuracy") is not None:
             row["delta"] = entry["accuracy"] - base["accuracy"]
         for device, stats in entry.get("latency", {}).items():
@@ -51,6 +51,20 @@ def summary_rows(report: dict) -> list[dict]:
     return rows
 
 
+def _pareto(entry: dict) -> str:
+    """The fronts a candidate is on, by short name: size, and each device's latency."""
+    fronts = [front.replace("latency[", "").rstrip("]") for front, on in (entry.get("pareto") or {}).items() if on]
+    return "★ " + ", ".join(fronts) if fronts else ""
+
+
+def _slower_lines(report: dict) -> str:
+    slower = [f"- `{entry['name']}` is **slower than the baseline** on {device} "
+              f"({entry['latency'][device]['p50_ms']:.3f} ms p50)"
+              for entry in report["candidates"] for device, flag in (entry.get("slower_than_baseline") or {}).items()
+              if flag]
+    return "\n".join(slower) + "\n" if slower else ""
+
+
 def render_markdown(report: dict) -> str:
     devices = devices_of(report)
     lines = [f"# edgeslim report", "", f"Baseline: **{report['baseline']}**. "
@@ -59,7 +73,7 @@ def render_markdown(report: dict) -> str:
     header = ["candidate", "size", "x smaller", "params", "accuracy", "Δ acc"]
     for device in devices:
         header += [f"p50 ms ({device})", f"speed-up ({device})"]
-    header += ["steps", "gates"]
+    header += ["Pareto", "steps", "gates"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in summary_rows(report):
         cells = [f"`{row['name']}`", row["size"], f"{row['smaller']:.2f}x",
@@ -71,9 +85,10 @@ def render_markdown(report: dict) -> str:
             label = f" ({stats['mode']})" if stats and stats.get("mode") in ("emulated", "estimated") else ""
             cells += [f"{stats['p50_ms']:.3f}{label}" if stats else "—",
                       f"{speedup:.2f}x" if speedup else "—"]
-        cells += [row["steps"], "pass" if row["passed"] else "**FAIL**"]
+        cells += [row["pareto"], row["steps"], "pass" if row["passed"] else "**FAIL**"]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", _accuracy_by_device(report), _latency_details(report, devices), _quantization(report),
+    lines += ["", "★: on the Pareto front of accuracy against size, or against p50 latency on that device.", "",
+              _slower_lines(report), _accuracy_by_device(report), _latency_details(report, devices), _quantization(report),
               _gate_lines(report)]
     return "\n".join(lines).rstrip() + "\n"
 

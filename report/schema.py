@@ -12,11 +12,15 @@ REPORT_FORMAT = "edgeslim-report/1"
 def new_report(baseline: str, candidates: list[dict], settings: dict) -> dict:
     from edgeslim.export.bundle import package_versions
 
+    from edgeslim.report.pareto import mark_fronts
+
     for candidate in candidates:
         candidate.setdefault("gates", {})
         candidate.setdefault("passed", True)
-    return {"format": REPORT_FORMAT, "baseline": baseline, "candidates": candidates,
-            "settings": settings, "created_with": package_versions()}
+    report = {"format": REPORT_FORMAT, "baseline": baseline, "candidates": candidates,
+              "settings": settings, "created_with": package_versions()}
+    mark_fronts(report)
+    return report
 
 
 def read_report(path: str | Path) -> dict:
