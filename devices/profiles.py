@@ -85,6 +85,17 @@ class DeviceProfile:
         data["mode"] = self.mode()
         return data
 
+    def channel_multiple(self) -> int:
+        """Channel counts that fill the target's SIMD registers with fp32 lanes (8 for AVX2,
+        16 for AVX-512, 4 for NEON); a GPU's tensor cores like multiples of 8."""
+        if "avx512f" in self.features:
+            return 16
+        if "avx2" in self.features or self.provider != "cpu":
+            return 8
+        if "asimd" in self.features or "neon" in self.features:
+            return 4
+        return 8
+
     def thread_count(self) -> int:
         return self.threads or self.cores or host_cores()
 

@@ -137,27 +137,41 @@ def export(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol)
 @click.option("--max-accuracy-drop", type=float, help="INT8 accuracy control: return layers to float, most "
               "sensitive first, until the drop against fp32 is within this many points (implies --quantize int8).")
 @click.option("--relative", is_flag=True, help="Read --max-accuracy-drop as a fraction of the fp32 accuracy.")
+@click.option("--target-size", type=float, help="Choose the pruning ratio so the bundle fits this many MB.")
+@click.option("--target-latency", type=float, help="Choose the pruning ratio so p50 on --device fits this many ms.")
+@click.option("--device", default="cpu", show_default=True, help="The device --target-latency is measured on.")
 def compress(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol, prune_ratio, round_to,
-             distill, epochs, lr, quantize, calibration_samples, max_accuracy_drop, relative) -> None:
-    """One compressed bundle: prune, distill, quantize, export."""
+             distill, epochs, lr, quantize, calibration_samples, max_accuracy_drop, relative, target_size,
+             target_latency, device) -> None:
+    """One compressed bundle: prune, distill, quantize, export (to a budget with --target-*)."""
     from edgeslim.compress import make_step
 
+    if max_accuracy_drop is not None and quantize not in ("none", "int8"):
+        raise click.UsageError(f"--max-accuracy-drop controls INT8 quantization; it cannot go with --quantize {quantize}")
+    onnx_step = None
+    if quantize == "int8" or max_accuracy_drop is not None:
+        onnx_step = make_step("int8", {"subset_size": calibration_samples, "max_accuracy_drop": max_accuracy_drop,
+                                       "relative": relative})
+    elif quantize != "none":
+        onnx_step = make_step(quantize)
+    if target_size is not None or target_latency is not None:
+        _compress_to_budget(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol, prune_ratio,
+                            round_to, epochs, lr, onnx_step, target_size, target_latency, device)
+        return
     steps = []
     if prune_ratio:
         steps.append(make_step("prune", {"ratio": prune_ratio, "round_to": round_to}))
     if distill if distill is not None else bool(prune_ratio):
         steps.append(make_step("distill", {"epochs": epochs, "lr": lr}))
-    if max_accuracy_drop is not None and quantize not in ("none", "int8"):
-        raise click.UsageError(f"--max-accuracy-drop controls INT8 quantization; it cannot go with --quantize {quantize}")
-    if quantize == "int8" or max_accuracy_drop is not None:
-        steps.append(make_step("int8", {"subset_size": calibration_samples, "max_accuracy_drop": max_accuracy_drop,
-                                        "relative": relative}))
-    elif quantize != "none":
-        steps.append(make_step(quantize))
+    steps += [onnx_step] if onnx_step else []
     manifest = _build(model_spec, weights, data_spec, metric, out, name, steps, opset, atol, rtol)
     _echo_built(manifest, out)
+    _check_accuracy_control(manifest, out)
+
+
+def _check_accuracy_control(manifest: dict, out: Path) -> None:
     control = manifest["metrics"].get("accuracy_control")
-    if control:
+    if control:  # noqa: SIM102
         click.echo(f"accuracy control: {control['accuracy']:.2f} vs fp32 {control['fp32_accuracy']:.2f} "
                    f"(drop {control['drop']:.2f}, allowed {control['allowed_drop']:.3g}); "
                    f"{control['layers_int8']} of {control['layers']} layers INT8"
@@ -190,6 +204,53 @@ def sensitivity(model_spec, weights, data_spec, metric, calibration_samples, out
     if out:
         write_json(out, table)
         write_text(out.with_suffix(".md"), text)
+
+
+def _compress_to_budget(model_spec, weights, data_spec, metric_spec, out, name, opset, atol, rtol, prune_ratio,
+                        round_to, epochs, lr, onnx_step, target_size, target_latency, device) -> None:
+    """Measure probes to choose the ratio, then prune, distill and quantize at it, and say how close it landed."""
+    from dataclasses import replace
+
+    from edgeslim.budget import Budget, Prober, search_ratio, verdict
+    from edgeslim.compress import check_order, make_step
+    from edgeslim.compress.model_io import load_model
+    from edgeslim.devices.profiles import get_profile
+    from edgeslim.devices.runner import BenchConfig
+    from edgeslim.devices.targets import get_target
+    from edgeslim.export.bundle import write_json
+    from edgeslim.export.onnx_export import ExportConfig
+    from edgeslim.pipeline import build_bundle
+    from edgeslim.specs import load_data, load_metric
+
+    if target_size is not None and target_latency is not None:
+        raise click.UsageError("--target-size and --target-latency are exclusive; give one budget")
+    if prune_ratio:
+        raise click.UsageError("--prune and a --target-* budget are exclusive: the budget chooses the ratio")
+    _out_dir_check(out)
+    budget = Budget("size", target_size) if target_size is not None else Budget("latency", target_latency, device)
+    target = get_target(budget.device) if budget.kind == "latency" else None
+    if budget.kind == "latency" and not budget.device.startswith("ssh://"):
+        round_to = max(round_to, get_profile(budget.device).channel_multiple())
+    model, data, metric = load_model(model_spec, weights), load_data(data_spec), load_metric(metric_spec)
+    probe_step = replace(onnx_step, subset_size=32, max_accuracy_drop=None) if onnx_step is not None and onnx_step.name == "int8" else onnx_step
+    ratio = search_ratio(Prober(model, data, budget, probe_step, round_to, metric))
+    steps = ([make_step("prune", {"ratio": round(ratio, 4), "round_to": round_to}),
+              make_step("distill", {"epochs": epochs, "lr": lr})] if ratio > 0 else []) + ([onnx_step] if onnx_step else [])
+    check_order(steps)
+    manifest = build_bundle(model, steps, data, out, name or out.name, metric, ExportConfig(opset=opset, atol=atol, rtol=rtol))
+    measured = (manifest["metrics"]["size_bytes"] / 1e6 if budget.kind == "size"
+                else target.latency(out, BenchConfig(runs=300, warmup=30))["p50_ms"])
+    result = verdict(budget, measured)
+    manifest["metrics"]["budget"] = {**budget.to_dict(), **result, "ratio": ratio, "round_to": round_to}
+    write_json(out / "manifest.json", manifest)
+    _echo_built(manifest, out)
+    click.echo(f"budget: {measured:.4g} {budget.unit} against {budget.target:g} {budget.unit} "
+               f"({result['distance']:+.1%}) at pruning ratio {ratio:.3f}, channels in multiples of {round_to}"
+               + (f"; {result['why']}" if "why" in result else ""))
+    _check_accuracy_control(manifest, out)
+    if result["over_budget"]:
+        raise GateFailed(f"the result is {result['distance']:+.1%} over the budget ({measured:.4g} against "
+                         f"{budget.target:g} {budget.unit}); the best bundle found is written to {out}")
 
 
 # -- measure --------------------------------------------------------------------------------------
