@@ -5,6 +5,6 @@ inside the handlers, so configs can be parsed on a machine without them.
 """
 from edgeslim.compress.registry import (StepConfig, apply_step, check_order, make_step,
                                         register_step, step_names)
-from edgeslim.compress import prune, distill, quantize  # noqa: F401  (registration)
+from edgeslim.compress import prune, distill, quantize, qat  # noqa: F401  (registration)
 
 __all__ = ["StepConfig", "apply_step", "check_order", "make_step", "register_step", "step_names"]

@@ -134,3 +134,8 @@ def check_order(steps: list[StepConfig]) -> None:
     onnx_steps = [step.name for step in steps if step.stage == "onnx"]
     if len(onnx_steps) > 1:
         raise ConfigError(f"a candidate takes at most one quantization step, got {onnx_steps}")
+    names = [step.name for step in steps]
+    if "qat" in names and onnx_steps:
+        raise ConfigError(f"qat already quantizes the model; it cannot be followed by {onnx_steps[0]}: choose one")
+    if "qat" in names and names.index("qat") != len(names) - 1 - len(onnx_steps):
+        raise ConfigError("qat must be the last torch step: pruning or distilling after it would undo its quantizers")

@@ -140,9 +140,12 @@ def export(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol)
 @click.option("--target-size", type=float, help="Choose the pruning ratio so the bundle fits this many MB.")
 @click.option("--target-latency", type=float, help="Choose the pruning ratio so p50 on --device fits this many ms.")
 @click.option("--device", default="cpu", show_default=True, help="The device --target-latency is measured on.")
+@click.option("--qat", "qat_epochs", type=int, help="Quantization-aware training for this many epochs (NNCF), "
+              "exported as INT8 QDQ; instead of --quantize int8.")
+@click.option("--qat-lr", type=float, default=1e-4, show_default=True)
 def compress(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol, prune_ratio, round_to,
              distill, epochs, lr, quantize, calibration_samples, max_accuracy_drop, relative, target_size,
-             target_latency, device) -> None:
+             target_latency, device, qat_epochs, qat_lr) -> None:
     """One compressed bundle: prune, distill, quantize, export (to a budget with --target-*)."""
     from edgeslim.compress import make_step
 
@@ -163,6 +166,8 @@ def compress(model_spec, weights, data_spec, metric, out, name, opset, atol, rto
         steps.append(make_step("prune", {"ratio": prune_ratio, "round_to": round_to}))
     if distill if distill is not None else bool(prune_ratio):
         steps.append(make_step("distill", {"epochs": epochs, "lr": lr}))
+    if qat_epochs is not None:
+        steps.append(make_step("qat", {"epochs": qat_epochs, "lr": qat_lr, "subset_size": calibration_samples}))
     steps += [onnx_step] if onnx_step else []
     manifest = _build(model_spec, weights, data_spec, metric, out, name, steps, opset, atol, rtol)
     _echo_built(manifest, out)

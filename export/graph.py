@@ -68,3 +68,59 @@ def lint(model) -> None:
         if node.domain not in RUNNABLE_DOMAINS:
             raise ExportError(f"node '{node.name}' ({node.op_type}) is in the custom domain '{node.domain}', "
                               "which stock onnxruntime cannot run")
+
+
+def _constants(model) -> dict:
+    """name -> numpy array for initializers and Constant nodes."""
+    from onnx import numpy_helper
+
+    found = {tensor.name: numpy_helper.to_array(tensor) for tensor in model.graph.initializer}
+    for node in model.graph.node:  # in graph order, so an Identity of a Constant resolves too
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            found[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        elif node.op_type == "Identity" and node.input[0] in found:  # the exporter's de-duplicated constants
+            found[node.output[0]] = found[node.input[0]]
+    return found
+
+
+def fold_weight_quantizers(model) -> int:
+    """Replace QuantizeLinear(constant weight) with the int8 tensor it computes; return how many.
+
+    QAT exports keep fp32 weights behind QuantizeLinear, so the file is as large as fp32; NNCF's
+    ONNX PTQ stores int8 weights. Folding makes both the same: int8 initializer -> DequantizeLinear.
+    """
+    from onnx import numpy_helper
+
+    constants = _constants(model)
+    folded, keep = 0, []
+    for node in model.graph.node:
+        inputs = list(node.input) + [""] * (3 - len(node.input))
+        if node.op_type != "QuantizeLinear" or not all(name in constants for name in inputs[:2]) \
+                or (inputs[2] and inputs[2] not in constants):
+            keep.append(node)
+            continue
+        weight, scale = constants[inputs[0]].astype(np.float64), constants[inputs[1]].astype(np.float64)
+        zero = constants[inputs[2]] if inputs[2] else np.zeros((), np.uint8)
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        if scale.ndim == 1 and scale.size > 1:  # per-channel: broadcast along `axis`
+            shape = [1] * weight.ndim
+            shape[axis] = scale.size
+            scale, zero_b = scale.reshape(shape), zero.astype(np.float64).reshape(shape)
+        else:
+            zero_b = zero.astype(np.float64)
+        info = np.iinfo(zero.dtype)
+        quantized = np.clip(np.rint(weight / scale) + zero_b, info.min, info.max).astype(zero.dtype)
+        model.graph.initializer.append(numpy_helper.from_array(quantized, node.output[0]))
+        folded += 1
+    if folded:
+        del model.graph.node[:]
+        model.graph.node.extend(keep)
+        _drop_unused_initializers(model)
+    return folded
+
+
+def _drop_unused_initializers(model) -> None:
+    used = {name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
+    unused = [tensor for tensor in model.graph.initializer if tensor.name not in used]
+    for tensor in unused:
+        model.graph.initializer.remove(tensor)

@@ -73,6 +73,10 @@ def export_onnx(model, sample_inputs, config: ExportConfig):
         except Exception as exc:
             raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: {exc}") from None
     proto = onnx.load_from_string(buffer.getvalue())
+    from edgeslim.export.graph import fold_weight_quantizers
+
+    if fold_weight_quantizers(proto):  # a quantization-aware model: store its weights as int8
+        log("export: weights behind QuantizeLinear folded into int8 initializers")
     onnx.checker.check_model(proto)
     return proto, in_names, out_names
 
