@@ -30,8 +30,11 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, onnxruntime {onnxruntime.__version__}"
 
 
+CACHE = tempfile.mkdtemp(prefix="edgeslim-bench-cache-")
+
+
 def bench_demo() -> dict:
-    env = dict(os.environ, EDGESLIM_CACHE=tempfile.mkdtemp(prefix="edgeslim-bench-cache-"))
+    env = dict(os.environ, EDGESLIM_CACHE=CACHE)
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "edgeslim", "--quiet", "run", "--out", str(OUT / "demo")],
                    check=True, env=env, stdout=subprocess.DEVNULL)
@@ -105,6 +108,56 @@ def bench_sdk(bundle: Path, runs: int = 20000) -> dict:
                        "10,000 predicts grow RSS < 5%": after / before - 1.0 < 0.05}}
 
 
+def _edgeslim(*args) -> tuple[float, int, str]:
+    env = dict(os.environ, EDGESLIM_CACHE=CACHE)
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "edgeslim", "--quiet", *map(str, args)], env=env,
+                          capture_output=True, text=True)
+    return time.perf_counter() - started, done.returncode, done.stdout + done.stderr
+
+
+def bench_budgets() -> dict:
+    """Issue 3 on the demo model (teacher from the demo's cache): accuracy control, QAT against PTQ,
+    size and latency budgets, and a six-candidate sweep."""
+    weights = next(Path(CACHE).glob("trained-*.pt"))
+    common = ["--model", "edgeslim.demo:digits_cnn", "--weights", weights, "--data", "edgeslim.demo:digits_data"]
+    out, results = OUT / "budgets", {}
+
+    def manifest(name):
+        return json.loads((out / name / "manifest.json").read_text())["metrics"]
+
+    seconds, code, _ = _edgeslim("compress", *common, "--max-accuracy-drop", "0.5", "--out", out / "ctl")
+    control = manifest("ctl")["accuracy_control"]
+    results["accuracy_control"] = {"seconds": seconds, "exit": code, **{k: control[k] for k in (
+        "fp32_accuracy", "accuracy", "drop", "layers", "layers_int8", "met")}}
+    _edgeslim("compress", *common, "--quantize", "int8", "--out", out / "ptq")
+    seconds, code, _ = _edgeslim("compress", *common, "--qat", "3", "--out", out / "qat")
+    results["qat_vs_ptq"] = {"seconds": seconds, "exit": code, "qat": manifest("qat")["accuracy"],
+                             "ptq": manifest("ptq")["accuracy"], "qat_bytes": manifest("qat")["size_bytes"],
+                             "ptq_bytes": manifest("ptq")["size_bytes"]}
+    for kind, flag, target, extra in (("size", "--target-size", 0.3, ["--quantize", "int8"]),
+                                      ("latency", "--target-latency", 0.15, ["--device", "cpu"])):
+        seconds, code, _ = _edgeslim("compress", *common, *extra, flag, target, "--epochs", "6", "--out", out / kind)
+        budget = manifest(kind)["budget"]
+        results[f"{kind}_budget"] = {"seconds": seconds, "exit": code, "target": target, "measured": budget["measured"],
+                                     "distance": budget["distance"], "ratio": budget["ratio"],
+                                     "probes": len(budget["probes"]), "accuracy": manifest(kind)["accuracy"]}
+    seconds, code, _ = _edgeslim("run", Path(__file__).parent / "recipes" / "demo-sweep.yaml", "--out", out / "sweep")
+    report = json.loads((out / "sweep" / "report.json").read_text())
+    results["sweep"] = {"seconds": seconds, "exit": code, "candidates": len(report["candidates"]),
+                        "front_size": [c["name"] for c in report["candidates"] if c["pareto"]["size"]],
+                        "front_cpu": [c["name"] for c in report["candidates"] if c["pareto"].get("latency[cpu]")],
+                        "slower": [c["name"] for c in report["candidates"] if any(c["slower_than_baseline"].values())]}
+    checks = {
+        "accuracy control: within 0.5 point": control["met"] and control["drop"] <= 0.5,
+        "QAT matches or beats PTQ": results["qat_vs_ptq"]["qat"] >= results["qat_vs_ptq"]["ptq"],
+        "size budget within 10 %": abs(results["size_budget"]["distance"]) <= 0.10,
+        "latency budget within 10 %": abs(results["latency_budget"]["distance"]) <= 0.10,
+        "6-candidate sweep under 10 minutes": results["sweep"]["candidates"] == 6 and seconds < 600,
+    }
+    return {"results": results, "checks": checks}
+
+
 def main() -> int:
     OUT.mkdir(exist_ok=True)
     results = {"machine": machine(), "command": "make bench"}
@@ -112,6 +165,7 @@ def main() -> int:
     results["demo"] = bench_demo()
     print(f"demo: {results['demo']['wall_s']:.0f} s", flush=True)
     results["sdk"] = bench_sdk(OUT / "demo" / "fp32")
+    results["budgets"] = bench_budgets()
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
     print("\n| candidate | size | x smaller | p50 ms (cpu) | speed-up | accuracy | Δ |\n|---|---|---|---|---|---|---|")
     for name, f in results["demo"]["candidates"].items():
@@ -121,8 +175,11 @@ def main() -> int:
     print(f"\nSDK predict p50 {sdk['sdk_p50_ms'] * 1000:.1f} us vs bare session.run {sdk['bare_p50_ms'] * 1000:.1f} us "
           f"(overhead {sdk['overhead']:+.2%}, {sdk['runs']} alternating runs each, same session, 1 thread); RSS {sdk['rss_before_mb']:.1f} -> "
           f"{sdk['rss_after_10000_mb']:.1f} MB after 10,000 predicts ({sdk['rss_growth']:+.2%})")
+    print("\nissue 3 on the demo model:")
+    for name, figures in results["budgets"]["results"].items():
+        print(f"  {name}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items()))
     failed = 0
-    for name, ok in {**results["demo"]["checks"], **sdk["checks"]}.items():
+    for name, ok in {**results["demo"]["checks"], **sdk["checks"], **results["budgets"]["checks"]}.items():
         print(f"{'PASS' if ok else 'FAIL'}  {name}")
         failed += not ok
     return 1 if failed else 0
