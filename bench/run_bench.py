@@ -124,7 +124,10 @@ def bench_budgets() -> dict:
     out, results = OUT / "budgets", {}
 
     def manifest(name):
-        return json.loads((out / name / "manifest.json").read_text())["metrics"]
+        path = out / name / "manifest.json"
+        if not path.is_file():
+            raise SystemExit(f"bench: {name} was not built; run its command by hand to see why")
+        return json.loads(path.read_text())["metrics"]
 
     seconds, code, _ = _edgeslim("compress", *common, "--max-accuracy-drop", "0.5", "--out", out / "ctl")
     control = manifest("ctl")["accuracy_control"]

@@ -64,6 +64,13 @@ def qat(model, config: QatConfig, ctx):
     from edgeslim.compress.train import FitOptions, evaluate_torch, fit
 
     quiet_nncf()
+    try:
+        import torchao  # noqa: F401  (nncf.strip to torch's native quantize ops needs it)
+    except ImportError:
+        from edgeslim.errors import ConfigError
+
+        raise ConfigError("quantization-aware training needs torchao to export QDQ; "
+                          "install it with `pip install 'edgeslim[compress]'` or `pip install torchao`") from None
     train = ctx.data.need("train", "quantization-aware training")
     # One sample per item: NNCF's subset_size counts items, as the ONNX path does.
     inputs = [row[None] for batch in ctx.data.calibration_inputs() for row in to_args(batch)[0][0]]
