@@ -6,7 +6,7 @@ removed together, so the pruned model is a smaller dense model, not a masked one
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from edgeslim.compress.registry import StepConfig, register_step, require
@@ -21,6 +21,7 @@ class PruneConfig(StepConfig):
     round_to: int = 8           # channel counts stay multiples of this (suits SIMD kernels)
     importance: str = "l2"      # l1 or l2 norm of each channel group's weights
     global_pruning: bool = False
+    ignore: list = field(default_factory=list)  # module names whose output channels stay whole
 
     def check(self) -> None:
         require(0.0 < self.ratio < 1.0, "prune.ratio", self.ratio, "a fraction in (0, 1), e.g. 0.5")
@@ -74,17 +75,31 @@ def prune(model, config: PruneConfig, ctx):
     args, kwargs = to_args(example)
     before = count_params(model)
     importance = tp.importance.GroupMagnitudeImportance(p=2 if config.importance == "l2" else 1)
+    modules = dict(model.named_modules())
+    unknown = [name for name in config.ignore if name not in modules]
+    if unknown:
+        from edgeslim.errors import ConfigError
+
+        raise ConfigError(f"prune.ignore names {unknown[0]!r}, which is not a module of the model; "
+                          f"modules are named like {list(modules)[1:4]}")
     pruner = tp.pruner.MetaPruner(
         model,
         example_inputs=kwargs if kwargs else (args[0] if len(args) == 1 else args),
         importance=importance,
         pruning_ratio=config.ratio,
         global_pruning=config.global_pruning,
-        ignored_layers=output_layers(model, example),
+        ignored_layers=output_layers(model, example) + [modules[name] for name in config.ignore],
         round_to=_round_to(model, config.round_to),
     )
-    with torch.no_grad():
-        pruner.step()
+    try:
+        with torch.no_grad():
+            pruner.step()
+    except (IndexError, RuntimeError, ValueError) as exc:
+        from edgeslim.errors import ConfigError
+
+        raise ConfigError(f"torch-pruning could not prune this model ({type(exc).__name__}: {exc}); a layer whose "
+                          "output is flattened into a concatenation is a known case: keep it whole with "
+                          "prune.ignore (--prune-ignore NAME), or prune less") from None
     for module in model.modules():  # torch-pruning resizes weights; keep the attention fields in step
         if isinstance(module, torch.nn.MultiheadAttention):
             module.head_dim = module.embed_dim // module.num_heads

@@ -129,6 +129,7 @@ def export(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol)
 @click.option("--prune", "prune_ratio", type=float, default=0.0, show_default=True,
               help="Fraction of channels to remove (structured, dependency-aware).")
 @click.option("--round-to", type=int, default=8, show_default=True, help="Keep channel counts multiples of this.")
+@click.option("--prune-ignore", multiple=True, help="A module name whose output channels stay whole (repeatable).")
 @click.option("--distill/--no-distill", default=None, help="Fine-tune from the original by distillation (default: on when pruning).")
 @click.option("--epochs", type=int, default=10, show_default=True, help="Distillation epochs.")
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Distillation learning rate.")
@@ -144,7 +145,7 @@ def export(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol)
               "exported as INT8 QDQ; instead of --quantize int8.")
 @click.option("--qat-lr", type=float, default=1e-4, show_default=True)
 def compress(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol, prune_ratio, round_to,
-             distill, epochs, lr, quantize, calibration_samples, max_accuracy_drop, relative, target_size,
+             prune_ignore, distill, epochs, lr, quantize, calibration_samples, max_accuracy_drop, relative, target_size,
              target_latency, device, qat_epochs, qat_lr) -> None:
     """One compressed bundle: prune, distill, quantize, export (to a budget with --target-*)."""
     from edgeslim.compress import make_step
@@ -163,7 +164,7 @@ def compress(model_spec, weights, data_spec, metric, out, name, opset, atol, rto
         return
     steps = []
     if prune_ratio:
-        steps.append(make_step("prune", {"ratio": prune_ratio, "round_to": round_to}))
+        steps.append(make_step("prune", {"ratio": prune_ratio, "round_to": round_to, "ignore": list(prune_ignore)}))
     if distill if distill is not None else bool(prune_ratio):
         steps.append(make_step("distill", {"epochs": epochs, "lr": lr}))
     if qat_epochs is not None:
