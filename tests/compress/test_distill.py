@@ -17,6 +17,16 @@ def data():
     return load_data(spec("digits"))
 
 
+@pytest.fixture
+def progress_on():
+    """These tests read the progress lines; a CLI test run before with --quiet turns them off."""
+    from edgeslim.progress import set_quiet
+
+    set_quiet(False)
+    yield
+    set_quiet(False)
+
+
 def _teacher_and_student(weights):
     teacher = load_model(spec("small_cnn"), weights["cnn"])
     student = load_model(spec("small_cnn"))
@@ -39,7 +49,7 @@ def test_feature_distillation_trains_adapters_to_the_teacher(weights, data):
         apply_step(copy.deepcopy(pruned), make_step("distill", {"epochs": 1, "features": ["nope"]}), ctx)
 
 
-def test_early_stopping_keeps_the_best_epoch(weights, data, capsys):
+def test_early_stopping_keeps_the_best_epoch(weights, data, capsys, progress_on):
     teacher, student = _teacher_and_student(weights)
     fit(student, data.train, FitOptions(epochs=30, lr=3e-3, patience=2), "es", teacher=teacher, val=data.val,
         metric=top1)
@@ -64,7 +74,7 @@ class Interrupting(torch.nn.Module):
         return self.inner(x)
 
 
-def test_an_interrupted_run_resumes_from_its_last_checkpoint(weights, data, tmp_path, capsys):
+def test_an_interrupted_run_resumes_from_its_last_checkpoint(weights, data, tmp_path, capsys, progress_on):
     teacher, student = _teacher_and_student(weights)
     start = copy.deepcopy(student.state_dict())
     options = FitOptions(epochs=4, lr=1e-3, checkpoint=tmp_path / "ckpt.pt")
