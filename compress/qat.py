@@ -77,7 +77,10 @@ def qat(model, config: QatConfig, ctx):
     inputs = inputs[:config.subset_size]
     model = _Wrapped.wrap(model).eval()
     log(f"{ctx.candidate}: qat: inserting quantizers (calibration on up to {config.subset_size} samples)")
-    quantized = nncf.quantize(model, nncf.Dataset(inputs), subset_size=config.subset_size)
+    # As on the ONNX path: attention gets NNCF's transformer rules (its inner matmuls stay float).
+    has_attention = any(isinstance(m, torch.nn.MultiheadAttention) for m in model.modules())
+    quantized = nncf.quantize(model, nncf.Dataset(inputs), subset_size=config.subset_size,
+                              model_type=nncf.ModelType.TRANSFORMER if has_attention else None)
     if ctx.data.val:
         ctx.record(qat_start_accuracy=evaluate_torch(quantized, ctx.data.val, ctx.metric))
     options = FitOptions(epochs=config.epochs, lr=config.lr, temperature=config.temperature, alpha=config.alpha,
