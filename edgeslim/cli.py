@@ -177,7 +177,7 @@ def compress(model_spec, weights, data_spec, metric, out, name, opset, atol, rto
 
 def _check_accuracy_control(manifest: dict, out: Path) -> None:
     control = manifest["metrics"].get("accuracy_control")
-    if control:  # noqa: SIM102
+    if control:
         click.echo(f"accuracy control: {control['accuracy']:.2f} vs fp32 {control['fp32_accuracy']:.2f} "
                    f"(drop {control['drop']:.2f}, allowed {control['allowed_drop']:.3g}); "
                    f"{control['layers_int8']} of {control['layers']} layers INT8"

@@ -148,7 +148,6 @@ def validate_bundles(bundles: list[str], data: DataSplits, devices: list[str], m
     from edgeslim.errors import ConfigError
     from edgeslim.report.schema import new_report
     from edgeslim.sdk import load
-    from edgeslim.sdk.bundle import bundle_size
 
     targets = [get_target(device) for device in devices]  # unknown devices fail before any work
     models = [load(bundle) for bundle in bundles]

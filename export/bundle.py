@@ -10,7 +10,7 @@ from pathlib import Path
 
 from edgeslim import __version__
 from edgeslim.export.graph import count_params, lint, op_counts, tensor_specs
-from edgeslim.sdk.bundle import BUNDLE_FORMAT, MANIFEST, MODEL_FILE, sha256_of
+from edgeslim.sdk.bundle import BUNDLE_FORMAT, MODEL_FILE, sha256_of
 
 # Above this the protobuf limit (2 GiB) is near: weights go to an external data file.
 EXTERNAL_DATA_BYTES = 1 << 30

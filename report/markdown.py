@@ -67,7 +67,7 @@ def _slower_lines(report: dict) -> str:
 
 def render_markdown(report: dict) -> str:
     devices = devices_of(report)
-    lines = [f"# edgeslim report", "", f"Baseline: **{report['baseline']}**. "
+    lines = ["# edgeslim report", "", f"Baseline: **{report['baseline']}**. "
              f"Accuracy: {report.get('settings', {}).get('metric', 'top1')} on the val split, run through the SDK "
              "on each exact bundle file.", ""]
     header = ["candidate", "size", "x smaller", "params", "accuracy", "Δ acc"]

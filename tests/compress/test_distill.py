@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from helpers import spec
-from edgeslim.compress.model_io import load_model, load_weights
+from edgeslim.compress.model_io import load_model
 from edgeslim.compress.train import FitOptions, evaluate_torch, fit
 from edgeslim.devices.metrics import top1
 from edgeslim.errors import ConfigError
