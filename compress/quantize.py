@@ -86,7 +86,7 @@ def int8(model, config: Int8Config, ctx):
         f"{' (transformer rules)' if looks_like_transformer(model) else ''}")
     ctx.record(calibration_samples=len(samples))
     if config.max_accuracy_drop is None:
-        return _plain_int8(model, samples, config)
+        return nncf_ptq(model, samples, config)
     quantizer = Quantizer(model, samples, config, ctx)
     result, table = accuracy_controlled(quantizer, config.max_accuracy_drop, config.relative)
     total = len(quantizer.layers)
@@ -102,12 +102,14 @@ def int8(model, config: Int8Config, ctx):
     return result.model
 
 
-def _plain_int8(model, samples, config: Int8Config):
+def nncf_ptq(model, samples: list[dict], config: Int8Config, in_float: list[str] = ()):
+    """NNCF PTQ of an ONNX model; the config's `in_float` layers and `in_float` stay in float."""
     import nncf
 
     from edgeslim.compress.sensitivity import quiet_nncf
 
     quiet_nncf()
+    keep = list(dict.fromkeys([*config.in_float, *in_float]))
     return nncf.quantize(
         model,
         nncf.Dataset(samples),
@@ -115,7 +117,7 @@ def _plain_int8(model, samples, config: Int8Config):
         subset_size=len(samples),
         fast_bias_correction=config.fast_bias_correction,
         model_type=nncf.ModelType.TRANSFORMER if looks_like_transformer(model) else None,
-        ignored_scope=nncf.IgnoredScope(names=list(config.in_float), validate=False) if config.in_float else None,
+        ignored_scope=nncf.IgnoredScope(names=keep, validate=False) if keep else None,
     )
 
 

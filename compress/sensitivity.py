@@ -48,36 +48,28 @@ class Quantizer:
     """NNCF PTQ of one fp32 ONNX model with a chosen set of layers kept in float, and its score."""
 
     def __init__(self, model, samples: list[dict], config, ctx):
-        import nncf
-
-        quiet_nncf()
-        from edgeslim.compress.quantize import looks_like_transformer
-
         self.model, self.samples, self.config, self.ctx = model, samples, config, ctx
-        self.model_type = nncf.ModelType.TRANSFORMER if looks_like_transformer(model) else None
         self.layers = quantizable_layers(model)
         self.val = ctx.data.need("val", "accuracy-controlled quantization")
         self.fp32_accuracy = self.score(model)
         self.runs = 0
 
     def quantize(self, in_float: list[str]):
-        import nncf
+        from edgeslim.compress.quantize import nncf_ptq
 
         self.runs += 1
-        return nncf.quantize(
-            self.model, nncf.Dataset(self.samples), subset_size=len(self.samples),
-            preset=nncf.QuantizationPreset.PERFORMANCE if self.config.preset == "performance" else nncf.QuantizationPreset.MIXED,
-            fast_bias_correction=self.config.fast_bias_correction, model_type=self.model_type,
-            ignored_scope=nncf.IgnoredScope(names=list(in_float), validate=False) if in_float else None)
+        return nncf_ptq(self.model, self.samples, self.config, in_float)
 
     def score(self, model) -> float:
         return evaluate_proto(model, self.val, self.ctx.input_names, self.ctx.metric)
 
 
-def sensitivity_table(quantizer: Quantizer, both: bool = True) -> list[dict]:
-    """Per layer: accuracy with it alone in float, and (if `both`) with it alone quantized."""
+def sensitivity_table(quantizer: Quantizer, all_int8: float, both: bool = True) -> list[dict]:
+    """Per layer: accuracy with it alone in float, and (if `both`) with it alone quantized.
+
+    `all_int8` is the score with every layer quantized, which the caller has already measured.
+    """
     names = [name for name, _ in quantizer.layers]
-    all_int8 = quantizer.score(quantizer.quantize([]))
     rows = []
     for index, (name, op) in enumerate(quantizer.layers, 1):
         row = {"layer": name, "op": op, "alone_in_float": quantizer.score(quantizer.quantize([name]))}
@@ -115,7 +107,7 @@ def accuracy_controlled(quantizer: Quantizer, limit: float, relative: bool) -> t
     if quantizer.fp32_accuracy - best.accuracy <= allowed:
         best.met = True
         return best, table
-    table = sensitivity_table(quantizer, both=False)
+    table = sensitivity_table(quantizer, best.accuracy, both=False)
     in_float: list[str] = []
     for row in table:
         in_float.append(row["layer"])

@@ -130,7 +130,7 @@ def layer_sensitivity(base_model, data: DataSplits, metric, calibration_samples:
     config = make_step("int8", {"subset_size": calibration_samples})
     quantizer = Quantizer(proto, samples_of(ctx, calibration_samples), config, ctx)
     all_int8 = quantizer.score(quantizer.quantize([]))
-    rows = sensitivity_table(quantizer, both=True)
+    rows = sensitivity_table(quantizer, all_int8, both=True)
     return {"fp32_accuracy": quantizer.fp32_accuracy, "int8_accuracy": all_int8, "layers": rows,
             "config": config.to_dict()}
 
