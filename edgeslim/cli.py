@@ -144,18 +144,22 @@ def export(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol)
 @click.option("--qat", "qat_epochs", type=int, help="Quantization-aware training for this many epochs (NNCF), "
               "exported as INT8 QDQ; instead of --quantize int8.")
 @click.option("--qat-lr", type=float, default=1e-4, show_default=True)
+@click.option("--overflow-fix", type=click.Choice(["enable", "first_layer", "disable"]),
+              help="Which INT8 weights get a 7-bit range, so that x86 CPUs without VNNI do not saturate "
+                   "[default: enable; first_layer is NNCF's default; disable suits VNNI and ARM targets].")
 def compress(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol, prune_ratio, round_to,
              prune_ignore, distill, epochs, lr, quantize, calibration_samples, max_accuracy_drop, relative, target_size,
-             target_latency, device, qat_epochs, qat_lr) -> None:
+             target_latency, device, qat_epochs, qat_lr, overflow_fix) -> None:
     """One compressed bundle: prune, distill, quantize, export (to a budget with --target-*)."""
     from edgeslim.compress import make_step
 
     if max_accuracy_drop is not None and quantize not in ("none", "int8"):
         raise click.UsageError(f"--max-accuracy-drop controls INT8 quantization; it cannot go with --quantize {quantize}")
     onnx_step = None
+    chosen_fix = {"overflow_fix": overflow_fix} if overflow_fix else {}
     if quantize == "int8" or max_accuracy_drop is not None:
         onnx_step = make_step("int8", {"subset_size": calibration_samples, "max_accuracy_drop": max_accuracy_drop,
-                                       "relative": relative})
+                                       "relative": relative, **chosen_fix})
     elif quantize != "none":
         onnx_step = make_step(quantize)
     if target_size is not None or target_latency is not None:
@@ -168,7 +172,8 @@ def compress(model_spec, weights, data_spec, metric, out, name, opset, atol, rto
     if distill if distill is not None else bool(prune_ratio):
         steps.append(make_step("distill", {"epochs": epochs, "lr": lr}))
     if qat_epochs is not None:
-        steps.append(make_step("qat", {"epochs": qat_epochs, "lr": qat_lr, "subset_size": calibration_samples}))
+        steps.append(make_step("qat", {"epochs": qat_epochs, "lr": qat_lr, "subset_size": calibration_samples,
+                                       **chosen_fix}))
     steps += [onnx_step] if onnx_step else []
     manifest = _build(model_spec, weights, data_spec, metric, out, name, steps, opset, atol, rtol)
     _echo_built(manifest, out)

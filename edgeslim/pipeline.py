@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgeslim.data import DataSplits
-from edgeslim.progress import Timer, log
+from edgeslim.progress import Timer, log, warn
 
 
 @dataclass
@@ -51,13 +51,28 @@ def build_bundle(base_model, steps: list, data: DataSplits, out_dir: Path, name:
         for step in (s for s in steps if s.stage == "onnx"):
             log(f"{name}: {step.name} {_options(step)}")
             proto = apply_step(proto, step, ctx)
-    metrics = {"parity": parity, "build_s": round(timer.seconds, 2), **ctx.records}
+        kernels = _int8_kernel_check(proto, parity_batches, in_names, name)
+    metrics = {"parity": parity, "build_s": round(timer.seconds, 2), **({"int8_kernels": kernels} if kernels else {}),
+               **ctx.records}
     compression = [step.to_dict() for step in steps]
     return write_verified_bundle(proto, out_dir, name, compression, metrics, data, metric,
                                  {"export": export_config.to_dict()})
 
 
 QUANTIZED_RTOL = 0.05
+
+
+def _int8_kernel_check(proto, batches: list, in_names: list, name: str) -> dict | None:
+    """Measure the INT8 kernels against the QDQ graph; say so where they saturate on this CPU."""
+    from edgeslim.export.onnx_export import check_int8_kernels
+
+    kernels = check_int8_kernels(proto, batches, in_names)
+    if kernels and kernels["max_rel_err"] > QUANTIZED_RTOL:
+        kernels["saturated"] = True
+        warn(f"{name}: onnxruntime's INT8 kernels on this CPU depart from the QDQ graph (max rel err "
+             f"{kernels['max_rel_err']:.3g}): x86 without VNNI saturates int16 sums; "
+             "--overflow-fix enable gives the weights a 7-bit range that cannot")
+    return kernels
 
 
 def _parity_config(proto, config):

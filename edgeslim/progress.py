@@ -17,6 +17,11 @@ def log(message: str) -> None:
         print(f"[edgeslim] {message}", file=sys.stderr, flush=True)
 
 
+def warn(message: str) -> None:
+    """A finding the user must see, --quiet or not."""
+    print(f"[edgeslim] warning: {message}", file=sys.stderr, flush=True)
+
+
 class Timer:
     """with Timer() as t: ...; t.seconds"""
 
