@@ -5,12 +5,17 @@ with them, by distillation from the original, then `nncf.strip(..., StripFormat.
 into torch's quantize/dequantize ops, which torch.onnx (dynamo=False) writes as
 QuantizeLinear/DequantizeLinear, not OpenVINO's FakeQuantize. Export then folds the weight
 quantizers into int8 initializers.
+
+NNCF's torch backend has no overflow fix (its PTQ hard-codes the full weight range), so the 7-bit
+weight range that keeps onnxruntime's x86 kernels from saturating (see quantize.OVERFLOW_FIX) is
+set here, before fine-tuning, so that training sees the precision the target computes with.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import ClassVar
 
+from edgeslim.compress.quantize import check_overflow_fix
 from edgeslim.compress.registry import StepConfig, register_step, require
 from edgeslim.progress import log
 
@@ -27,8 +32,14 @@ class QatConfig(StepConfig):
     alpha: float = 0.7
     seed: int = 0
     device: str = "auto"
+    # Keep the epoch with the best val score, the calibrated start included: as early stopping does,
+    # and so that fine-tuning cannot hand back something worse than what it started from.
+    keep_best: bool = True
+    # 7-bit weights everywhere by default, as for PTQ: trained ranges must compute the same on every CPU.
+    overflow_fix: str = "enable"
 
     def check(self) -> None:
+        check_overflow_fix("qat", self.overflow_fix)
         require(self.epochs >= 1, "qat.epochs", self.epochs, "at least 1")
         require(self.lr > 0, "qat.lr", self.lr, "positive")
         require(self.subset_size >= 1, "qat.subset_size", self.subset_size, "at least 1")
@@ -54,6 +65,91 @@ class _Wrapped:
         return model
 
 
+def fold_batchnorm(model, candidate: str) -> int:
+    """Fold each BatchNorm into the convolution before it, in place; returns how many were.
+
+    Quantizing a convolution's weights before its BatchNorm leaves Conv -> BatchNormalization in the
+    exported graph, which onnxruntime cannot fuse into an integer convolution: the bundle would be
+    INT8 on disk but run float convolutions. Folding first (as torch's own QAT recipes fuse conv and
+    bn) trains the weights the target runs. torch.fx finds the pairs; a pair is folded only where the
+    convolution feeds nothing else and neither module is called twice. Module names stay as they were.
+    """
+    from collections import Counter
+
+    import torch
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    convs = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+    norms = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
+    modules = dict(model.named_modules())
+    if not any(isinstance(m, norms) for m in modules.values()):
+        return 0
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception as error:  # torch.fx cannot trace every model (data-dependent control flow)
+        log(f"{candidate}: qat: BatchNorm left unfolded (torch.fx could not trace the model: "
+            f"{type(error).__name__}); those convolutions will run in float")
+        return 0
+    calls = Counter(node.target for node in graph.nodes if node.op == "call_module")
+    pairs = []
+    for node in graph.nodes:
+        source = node.args[0] if node.op == "call_module" and node.args else None
+        if (isinstance(modules.get(node.target), norms) and isinstance(source, torch.fx.Node)
+                and source.op == "call_module" and isinstance(modules[source.target], convs)
+                and len(source.users) == 1 and calls[node.target] == calls[source.target] == 1):
+            pairs.append((source.target, node.target))
+    for conv_name, norm_name in pairs:
+        model.set_submodule(conv_name, fuse_conv_bn_eval(modules[conv_name], modules[norm_name]))
+        model.set_submodule(norm_name, torch.nn.Identity())
+    return len(pairs)
+
+
+def weight_quantizers(quantized, example) -> dict:
+    """NNCF's weight quantizers, in the order the forward pass reaches them, with their weights.
+
+    A weight quantizer is the one whose input is a parameter; NNCF's hook storage keeps no such
+    label that is public.
+    """
+    import torch
+    from nncf.torch.quantization.layers import BaseQuantizer
+
+    found = {}
+
+    def spot(module, args):
+        if isinstance(args[0], torch.nn.Parameter):
+            found.setdefault(module, args[0])
+
+    handles = [m.register_forward_pre_hook(spot) for m in quantized.modules() if isinstance(m, BaseQuantizer)]
+    try:
+        with torch.no_grad():
+            quantized(*example)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return found
+
+
+def narrow_weight_ranges(quantized, example, overflow_fix: str) -> int:
+    """Give the chosen weight quantizers half the 8-bit range (7 bits); returns how many.
+
+    The weights are clamped to their quantizer's range as well: training clamps them in the
+    forward pass anyway, and the native quantize op that export writes does not, so an outlier
+    would otherwise land outside the 7 bits on the target.
+    """
+    import torch
+
+    found = weight_quantizers(quantized, example)
+    chosen = {"enable": list(found), "first_layer": list(found)[:1], "disable": []}[overflow_fix]
+    for quantizer in chosen:
+        quantizer._half_range = True  # NNCF's own switch for this; its torch PTQ never sets it
+        quantizer.set_levels()
+        low, high = quantizer.get_input_low_input_high()
+        weight = found[quantizer]
+        with torch.no_grad():
+            weight.copy_(torch.maximum(torch.minimum(weight, high), low))  # NNCF's scale shape broadcasts
+    return len(chosen)
+
+
 @register_step(QatConfig)
 def qat(model, config: QatConfig, ctx):
     import nncf
@@ -75,19 +171,23 @@ def qat(model, config: QatConfig, ctx):
     # One sample per item: NNCF's subset_size counts items, as the ONNX path does.
     inputs = [row[None] for batch in ctx.data.calibration_inputs() for row in to_args(batch)[0][0]]
     inputs = inputs[:config.subset_size]
+    folded = fold_batchnorm(model.eval(), ctx.candidate)
     model = _Wrapped.wrap(model).eval()
     log(f"{ctx.candidate}: qat: inserting quantizers (calibration on up to {config.subset_size} samples)")
     # As on the ONNX path: attention gets NNCF's transformer rules (its inner matmuls stay float).
     has_attention = any(isinstance(m, torch.nn.MultiheadAttention) for m in model.modules())
     quantized = nncf.quantize(model, nncf.Dataset(inputs), subset_size=config.subset_size,
                               model_type=nncf.ModelType.TRANSFORMER if has_attention else None)
+    example = to_args(ctx.example_inputs)[0][0][:1]
+    narrowed = narrow_weight_ranges(quantized, (example,), config.overflow_fix)
+    ctx.record(qat_weights_7bit=narrowed, qat_batchnorm_folded=folded)
     if ctx.data.val:
         ctx.record(qat_start_accuracy=evaluate_torch(quantized, ctx.data.val, ctx.metric))
     options = FitOptions(epochs=config.epochs, lr=config.lr, temperature=config.temperature, alpha=config.alpha,
-                         seed=config.seed, device=config.device)
+                         seed=config.seed, device=config.device, keep_start=config.keep_best,
+                         patience=config.epochs if config.keep_best else 0)
     fit(quantized, train, options, label=f"{ctx.candidate}: qat", teacher=ctx.teacher if config.distill else None,
         val=ctx.data.val, metric=ctx.metric)
-    example = to_args(ctx.example_inputs)[0][0][:1]
     stripped = nncf.strip(quantized, do_copy=True, strip_format=nncf.StripFormat.NATIVE, example_input=example)
     with torch.no_grad():
         stripped.eval()

@@ -24,6 +24,7 @@ class FitOptions:
     features: list = field(default_factory=list)  # module names whose outputs the student matches
     feature_weight: float = 1.0
     patience: int = 0           # early stopping: epochs without a better val metric (0: off)
+    keep_start: bool = False    # with patience: the starting weights compete too (fine-tuning may not help)
     checkpoint: Path | None = None  # saved every epoch; a run that finds one resumes from it
 
 
@@ -154,6 +155,9 @@ def fit(model, train, options: FitOptions, label: str, teacher=None, val=None, m
         for _ in range(start - 1):
             order.sample(train, len(train))  # the same batch order as an uninterrupted run
         log(f"{label}: resumed from {options.checkpoint} after epoch {resumed['epoch']}")
+    elif options.keep_start and options.patience and val and metric:
+        best, best_state = evaluate_torch(model, val, metric), copy.deepcopy(model.state_dict())
+        log(f"{label}: val {best:.2f} before fine-tuning")
     for epoch in range(start, options.epochs + 1):
         with Timer() as timer:
             model.train()
@@ -188,6 +192,7 @@ def fit(model, train, options: FitOptions, label: str, teacher=None, val=None, m
             break
     if options.patience and best_state is not None:
         model.load_state_dict(best_state)
+        log(f"{label}: kept the weights with the best val score ({best:.2f})")
     if features:
         features.close()
     if options.checkpoint and Path(options.checkpoint).exists():

@@ -21,12 +21,30 @@ def test_qat_bundle_is_int8_qdq_and_as_accurate_as_ptq(cli, weights, cnn_bundles
     # Weights are stored as int8 (folded), so the bundle is as small as PTQ's.
     int8_weights = [t for t in model.graph.initializer if numpy_helper.to_array(t).dtype == np.int8 and len(t.dims) >= 2]
     assert len(int8_weights) == 4
+    # BatchNorm folded before QAT: Conv feeds its quantizer directly, so onnxruntime fuses integer convs.
+    assert "BatchNormalization" not in ops
+    # 7-bit weights (overflow fix): what was trained is what every CPU computes.
+    assert max(int(np.abs(numpy_helper.to_array(t).astype(np.int32)).max()) for t in int8_weights) <= 64
     qat = json.loads((tmp_path / "qat" / "manifest.json").read_text())
     ptq = json.loads((cnn_bundles["int8"] / "manifest.json").read_text())
     print(f"small CNN: QAT {qat['metrics']['accuracy']:.2f}, PTQ {ptq['metrics']['accuracy']:.2f}")
     assert qat["metrics"]["size_bytes"] < 1.2 * ptq["metrics"]["size_bytes"]
     assert qat["metrics"]["accuracy"] >= ptq["metrics"]["accuracy"] - 0.6
     assert qat["compression"][0]["step"] == "qat"
+    assert qat["metrics"]["qat_batchnorm_folded"] == 3 and qat["metrics"]["qat_weights_7bit"] == 4
+    assert qat["metrics"]["int8_kernels"]["max_rel_err"] < 0.05
+
+
+def test_transformer_qat_exports_at_the_default_tolerance(cli, weights, tmp_path):
+    """Attention's in-projection fed by uint8 activations saturated the x86 kernels (logits 2.5 apart)
+    until QAT's weights got a 7-bit range; now torch and onnxruntime agree within the QDQ tolerance."""
+    result = cli("compress", "--model", spec("transformer"), "--weights", weights["transformer"],
+                 "--data", spec("digits"), "--qat", "1", "--out", tmp_path / "qat")
+    assert result.exit_code == 0, result.stderr
+    metrics = json.loads((tmp_path / "qat" / "manifest.json").read_text())["metrics"]
+    assert metrics["parity"]["max_rel_err"] < 0.05
+    assert metrics["int8_kernels"]["max_rel_err"] < 0.05
+    assert metrics["accuracy"] >= metrics["qat_start_accuracy"] - 1.0
 
 
 @pytest.mark.parametrize("steps, message", [
@@ -36,3 +54,31 @@ def test_qat_bundle_is_int8_qdq_and_as_accurate_as_ptq(cli, weights, cnn_bundles
 def test_qat_order_rules(steps, message):
     with pytest.raises(ConfigError, match=message):
         check_order([make_step(name) for name in steps])
+
+
+def test_batchnorm_folds_only_where_the_conv_feeds_it_alone():
+    import torch
+    from torch import nn
+
+    from edgeslim.compress.qat import fold_batchnorm
+
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.bn1 = nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4)
+            self.conv2, self.bn2 = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            y = self.bn1(self.conv1(x))
+            z = self.conv2(y)
+            return self.bn2(z) + z  # conv2's output feeds more than its BatchNorm
+
+    torch.manual_seed(0)
+    model = Branchy()
+    model.train()(torch.randn(8, 1, 8, 8))  # running statistics that are not the identity
+    model.eval()
+    x = torch.randn(4, 1, 8, 8)
+    expected = model(x)
+    assert fold_batchnorm(model, "test") == 1
+    assert isinstance(model.bn1, nn.Identity) and isinstance(model.bn2, nn.BatchNorm2d)
+    assert torch.allclose(model(x), expected, atol=1e-5)
