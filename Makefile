@@ -24,7 +24,7 @@ test: install
 	$(PY) -m pytest -q
 
 bench: install
-	$(PY) bench/run_bench.py
+	$(PY) bench/run_bench.py $(PARTS)
 
 clean:
 	rm -rf $(DEMO_OUT) build *.egg-info
