@@ -45,8 +45,9 @@ def estimate_latency(bundle, board: DeviceProfile, config: BenchConfig) -> dict:
     from edgeslim.devices import costmodel
     from edgeslim.devices.profiles import profiles
 
-    host = profiles()["cpu"]
-    one = measure_latency(bundle, profiles()["cpu-1t"], config)
+    known = profiles()  # probes the host once
+    host = known["cpu"]
+    one = measure_latency(bundle, known["cpu-1t"], config)
     every = measure_latency(bundle, host, config)
     costs = costmodel.node_costs(onnx.load(Path(bundle) / "model.onnx"), config.batch)
     calibration = costmodel.calibrate(costs, host, one["p50_ms"], every["p50_ms"], host.thread_count())

@@ -244,7 +244,7 @@ def _compress_to_budget(model_spec, weights, data_spec, metric_spec, out, name, 
         round_to = max(round_to, get_profile(budget.device).channel_multiple())
     model, data, metric = load_model(model_spec, weights), load_data(data_spec), load_metric(metric_spec)
     probe_step = replace(onnx_step, subset_size=32, max_accuracy_drop=None) if onnx_step is not None and onnx_step.name == "int8" else onnx_step
-    ratio = search_ratio(Prober(model, data, budget, probe_step, round_to, metric))
+    ratio = search_ratio(Prober(model, data, budget, probe_step, round_to, metric, target))
     steps = ([make_step("prune", {"ratio": round(ratio, 4), "round_to": round_to}),
               make_step("distill", {"epochs": epochs, "lr": lr})] if ratio > 0 else []) + ([onnx_step] if onnx_step else [])
     check_order(steps)
