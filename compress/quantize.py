@@ -128,8 +128,7 @@ def nncf_ptq(model, samples: list[dict], config: Int8Config, in_float: list[str]
 
     quiet_nncf()
     keep = list(dict.fromkeys([*config.in_float, *in_float]))
-    overflow_fix = {"enable": nncf.OverflowFix.ENABLE, "first_layer": nncf.OverflowFix.FIRST_LAYER,
-                    "disable": nncf.OverflowFix.DISABLE}[config.overflow_fix]
+    overflow_fix = nncf.OverflowFix[config.overflow_fix.upper()]  # ENABLE, FIRST_LAYER, DISABLE
     return nncf.quantize(
         model,
         nncf.Dataset(samples),

@@ -80,7 +80,9 @@ def _parity_config(proto, config):
     activation a step apart, so the relative tolerance widens to QUANTIZED_RTOL."""
     from dataclasses import replace
 
-    if not any(node.op_type == "QuantizeLinear" for node in proto.graph.node) or config.rtol >= QUANTIZED_RTOL:
+    from edgeslim.export.graph import is_quantized
+
+    if not is_quantized(proto) or config.rtol >= QUANTIZED_RTOL:
         return config
     log(f"parity: the exported model is quantized; relative tolerance {QUANTIZED_RTOL:g}")
     return replace(config, rtol=QUANTIZED_RTOL)

@@ -10,6 +10,11 @@ RUNNABLE_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 
 
+def is_quantized(model) -> bool:
+    """Whether the graph holds QDQ (static INT8, from PTQ or QAT)."""
+    return any(node.op_type == "QuantizeLinear" for node in model.graph.node)
+
+
 def _dims(value_info) -> list:
     dims = []
     for dim in value_info.type.tensor_type.shape.dim:

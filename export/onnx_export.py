@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgeslim.errors import ExportError, SpecError
+from edgeslim.export.graph import is_quantized
 from edgeslim.progress import log
 
 
@@ -81,13 +82,14 @@ def export_onnx(model, sample_inputs, config: ExportConfig):
     return proto, in_names, out_names
 
 
-def is_quantized(proto) -> bool:
-    return any(node.op_type == "QuantizeLinear" for node in proto.graph.node)
-
-
-def _max_errors(expected: list, actual: list) -> tuple[float, float]:
-    max_abs = max(float(np.max(np.abs(want.astype(np.float64) - got))) for want, got in zip(expected, actual))
-    return max_abs, max(float(np.max(np.abs(want))) for want in expected)
+def _max_errors(runs) -> tuple[float, float]:
+    """Largest absolute and relative error over `runs`, pairs of (expected outputs, actual outputs)."""
+    max_abs, max_ref = 0.0, 0.0
+    for expected, actual in runs:
+        for want, got in zip(expected, actual):
+            max_abs = max(max_abs, float(np.max(np.abs(want.astype(np.float64) - got))))
+            max_ref = max(max_ref, float(np.max(np.abs(want))))
+    return max_abs, max_abs / max(max_ref, 1e-12)
 
 
 def check_int8_kernels(proto, batches: list, names: list[str], batch_limit: int = 4) -> dict | None:
@@ -107,14 +109,10 @@ def check_int8_kernels(proto, batches: list, names: list[str], batch_limit: int 
     serialized = proto.SerializeToString()
     reference = ort.InferenceSession(serialized, reference_options, providers=["CPUExecutionProvider"])
     fused = ort.InferenceSession(serialized, providers=["CPUExecutionProvider"])
-    max_abs, max_ref = 0.0, 0.0
-    for inputs in batches[:batch_limit]:
-        feed = feed_for(inputs, names)
-        batch_abs, batch_ref = _max_errors(reference.run(None, feed), fused.run(None, feed))
-        max_abs, max_ref = max(max_abs, batch_abs), max(max_ref, batch_ref)
-    result = {"max_abs_err": max_abs, "max_rel_err": max_abs / max(max_ref, 1e-12)}
-    log(f"int8 kernels against the QDQ reference: max abs err {max_abs:.3g}, max rel err {result['max_rel_err']:.3g}")
-    return result
+    feeds = [feed_for(inputs, names) for inputs in batches[:batch_limit]]
+    max_abs, max_rel = _max_errors((reference.run(None, feed), fused.run(None, feed)) for feed in feeds)
+    log(f"int8 kernels against the QDQ reference: max abs err {max_abs:.3g}, max rel err {max_rel:.3g}")
+    return {"max_abs_err": max_abs, "max_rel_err": max_rel}
 
 
 def check_parity(model, proto, batches: list, names: list[str], config: ExportConfig) -> dict:
@@ -132,14 +130,14 @@ def check_parity(model, proto, batches: list, names: list[str], config: ExportCo
     if is_quantized(proto):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    max_abs, max_ref = 0.0, 0.0
-    for inputs in batches[:config.parity_batches]:
+
+    def torch_outputs(inputs) -> list:
         with torch.no_grad():
-            expected = run_model(model, inputs)
-        expected = [to_numpy(t) for t in (expected if isinstance(expected, (tuple, list)) else [expected])]
-        batch_abs, batch_ref = _max_errors(expected, session.run(None, feed_for(inputs, names)))
-        max_abs, max_ref = max(max_abs, batch_abs), max(max_ref, batch_ref)
-    max_rel = max_abs / max(max_ref, 1e-12)
+            outputs = run_model(model, inputs)
+        return [to_numpy(t) for t in (outputs if isinstance(outputs, (tuple, list)) else [outputs])]
+
+    max_abs, max_rel = _max_errors((torch_outputs(inputs), session.run(None, feed_for(inputs, names)))
+                                   for inputs in batches[:config.parity_batches])
     result = {"max_abs_err": max_abs, "max_rel_err": max_rel, "atol": config.atol, "rtol": config.rtol}
     log(f"parity with torch: max abs err {max_abs:.3g}, max rel err {max_rel:.3g} "
         f"(tolerance: abs {config.atol:g} or rel {config.rtol:g})")
