@@ -44,15 +44,12 @@ class Prober:
     """Measures what the compressed model would weigh or take at a given pruning ratio."""
 
     def __init__(self, base_model, data, budget: Budget, onnx_step, round_to: int, metric, target=None):
-        """`target`: the latency budget's device, already resolved (a remote one costs a handshake)."""
+        """`target`: the latency budget's device from get_target, resolved once by the caller (a remote
+        one costs a handshake); None for a size budget."""
         from edgeslim.devices.runner import BenchConfig
-        from edgeslim.devices.targets import get_target
 
         self.base, self.data, self.budget, self.onnx_step, self.round_to = base_model, data, budget, onnx_step, round_to
-        self.metric = metric
-        if target is None and budget.kind == "latency":
-            target = get_target(budget.device)
-        self.target = target
+        self.metric, self.target = metric, target
         self.bench = BenchConfig(runs=100, warmup=10)
 
     def measure(self, ratio: float) -> float:
