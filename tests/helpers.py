@@ -18,3 +18,13 @@ def run_edgeslim(*args, env=None, timeout=300):
     """`edgeslim` in a child process, as a user's shell or CI would run it."""
     return subprocess.run([sys.executable, "-m", "edgeslim", *[str(a) for a in args]],
                           capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def int8_weight_extent(bundle: Path) -> int:
+    """The largest |value| among a bundle's int8 weight tensors (64 at most with 7-bit weights)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    arrays = [numpy_helper.to_array(t) for t in onnx.load(Path(bundle) / "model.onnx").graph.initializer]
+    return max(int(np.abs(a.astype(np.int32)).max()) for a in arrays if a.dtype == np.int8 and a.ndim >= 2)

@@ -4,7 +4,7 @@ import json
 import onnx
 import pytest
 
-from helpers import spec
+from helpers import int8_weight_extent, spec
 
 
 def _ops(bundle):
@@ -40,18 +40,9 @@ def test_dynamic_and_fp16(cli, weights, cnn_bundles, tmp_path, mode, marker_ops)
         assert manifest["metrics"]["size_bytes"] < 0.6 * _manifest(cnn_bundles["fp32"])["metrics"]["size_bytes"]
 
 
-def _int8_weight_extent(bundle) -> int:
-    """The largest |value| among the bundle's int8 weight tensors."""
-    import numpy as np
-    from onnx import numpy_helper
-
-    arrays = [numpy_helper.to_array(t) for t in onnx.load(bundle / "model.onnx").graph.initializer]
-    return max(int(np.abs(a.astype(np.int32)).max()) for a in arrays if a.dtype == np.int8 and a.ndim >= 2)
-
-
 def test_int8_weights_have_seven_bits_and_the_kernels_agree(cnn_bundles):
     # overflow_fix "enable": every weight in [-64, 63], so uint8 x int8 pair sums fit int16 on any CPU.
-    assert _int8_weight_extent(cnn_bundles["int8"]) <= 64
+    assert int8_weight_extent(cnn_bundles["int8"]) <= 64
     kernels = _manifest(cnn_bundles["int8"])["metrics"]["int8_kernels"]
     assert kernels["max_rel_err"] < 0.05 and "saturated" not in kernels
 
@@ -61,5 +52,5 @@ def test_overflow_fix_disable_gives_the_full_range(cli, weights, tmp_path):
     result = cli("compress", "--model", spec("small_cnn"), "--weights", weights["cnn"], "--data", spec("digits"),
                  "--quantize", "int8", "--overflow-fix", "disable", "--out", out)
     assert result.exit_code == 0, result.stderr
-    assert _int8_weight_extent(out) > 100
+    assert int8_weight_extent(out) > 100
     assert _manifest(out)["compression"][0]["overflow_fix"] == "disable"
