@@ -4,7 +4,7 @@
    checked against the spine's targets.
 2. SDK overhead: model.predict against a bare onnxruntime session.run on the same bundle and input.
 3. Memory: resident memory before and after 10,000 predicts.
-4. Issue 3 on the demo model (needs part 1's cached teacher): accuracy control, QAT, budgets, a sweep.
+4. Issue 3 on the demo model (needs part 1's cached teacher): accuracy control, budgets, a sweep.
 5. Issue 3's accuracy targets on the demo CNN, the MobileNet-style and the transformer test models,
    3 training seeds each: `--max-accuracy-drop 0.5` (how many layers stay INT8), and QAT against PTQ.
 
@@ -121,8 +121,8 @@ def _edgeslim(*args) -> tuple[float, int, str]:
 
 
 def bench_budgets() -> dict:
-    """Issue 3 on the demo model (teacher from the demo's cache): accuracy control, QAT against PTQ,
-    size and latency budgets, and a six-candidate sweep."""
+    """Issue 3 on the demo model (teacher from the demo's cache): accuracy control, size and latency
+    budgets, and a six-candidate sweep. QAT against PTQ is part `models`, over 3 seeds."""
     weights = next(Path(CACHE).glob("trained-*.pt"))
     common = ["--model", "edgeslim.demo:digits_cnn", "--weights", weights, "--data", "edgeslim.demo:digits_data"]
     out, results = OUT / "budgets", {}
@@ -137,11 +137,6 @@ def bench_budgets() -> dict:
     control = manifest("ctl")["accuracy_control"]
     results["accuracy_control"] = {"seconds": seconds, "exit": code, **{k: control[k] for k in (
         "fp32_accuracy", "accuracy", "drop", "layers", "layers_int8", "met")}}
-    _edgeslim("compress", *common, "--quantize", "int8", "--out", out / "ptq")
-    seconds, code, _ = _edgeslim("compress", *common, "--qat", "3", "--out", out / "qat")
-    results["qat_vs_ptq"] = {"seconds": seconds, "exit": code, "qat": manifest("qat")["accuracy"],
-                             "ptq": manifest("ptq")["accuracy"], "qat_bytes": manifest("qat")["size_bytes"],
-                             "ptq_bytes": manifest("ptq")["size_bytes"]}
     for kind, flag, target, extra in (("size", "--target-size", 0.3, ["--quantize", "int8"]),
                                       ("latency", "--target-latency", 0.15, ["--device", "cpu"])):
         seconds, code, _ = _edgeslim("compress", *common, *extra, flag, target, "--epochs", "6", "--out", out / kind)
@@ -157,7 +152,6 @@ def bench_budgets() -> dict:
                         "slower": [c["name"] for c in report["candidates"] if any(c["slower_than_baseline"].values())]}
     checks = {
         "accuracy control: within 0.5 point": control["met"] and control["drop"] <= 0.5,
-        "QAT matches or beats PTQ (demo, one run)": results["qat_vs_ptq"]["qat"] >= results["qat_vs_ptq"]["ptq"],
         "size budget within 10 %": abs(results["size_budget"]["distance"]) <= 0.10,
         "latency budget within 10 %": abs(results["latency_budget"]["distance"]) <= 0.10,
         "6-candidate sweep under 10 minutes": results["sweep"]["candidates"] == 6 and seconds < 600,
