@@ -120,12 +120,21 @@ def search_ratio(prober: Prober, steps: int = 5) -> float:
     return high
 
 
-def verdict(budget: Budget, measured: float) -> dict:
-    """How far the result lands from the budget, and whether that is within the tolerance."""
+def verdict(budget: Budget, measured: float, ratio: float | None = None) -> dict:
+    """How far the result lands from the budget at the chosen `ratio`, and whether that is within
+    the tolerance; `why` says what kept it out."""
     distance = measured / budget.target - 1.0
     result = {"target": budget.target, "unit": budget.unit, "measured": measured, "distance": distance,
               "within_tolerance": abs(distance) <= budget.tolerance, "over_budget": distance > budget.tolerance}
-    if distance < -budget.tolerance:
+    if result["over_budget"] and budget.probes and ratio is not None:
+        probe = min(budget.probes, key=lambda p: abs(p["ratio"] - ratio))
+        result["why"] = (f"the probe at ratio {probe['ratio']:g} measured {probe[budget.kind]:.4g} {budget.unit}, "
+                         "within the budget, and the result is pruned at that ratio: "
+                         + (f"latency on {budget.device} varies between runs by more than the "
+                            f"{budget.tolerance:.0%} tolerance; re-measure with `edgeslim bench --runs 1000` "
+                            "or on a quieter host" if budget.kind == "latency"
+                            else "the steps after pruning added bytes the probe did not have"))
+    elif distance < -budget.tolerance:
         fitting = sorted((p["ratio"], p[budget.kind]) for p in budget.probes if p[budget.kind] <= budget.target)
         if fitting and fitting[0][0] == 0.0:
             result["why"] = "the unpruned model already fits well under the budget"

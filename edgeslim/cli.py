@@ -251,7 +251,7 @@ def _compress_to_budget(model_spec, weights, data_spec, metric_spec, out, name, 
     manifest = build_bundle(model, steps, data, out, name or out.name, metric, ExportConfig(opset=opset, atol=atol, rtol=rtol))
     measured = (manifest["metrics"]["size_bytes"] / 1e6 if budget.kind == "size"
                 else target.latency(out, BenchConfig(runs=300, warmup=30))["p50_ms"])
-    result = verdict(budget, measured)
+    result = verdict(budget, measured, ratio)
     manifest["metrics"]["budget"] = {**budget.to_dict(), **result, "ratio": ratio, "round_to": round_to}
     write_json(out / "manifest.json", manifest)
     _echo_built(manifest, out)

@@ -44,3 +44,13 @@ def test_bad_budgets_exit_2_and_write_nothing(cli, weights, tmp_path, budget, me
     assert result.exit_code == 2
     assert message in result.stderr
     assert not (tmp_path / "b").exists()
+
+
+def test_a_result_over_budget_says_why():
+    from edgeslim.budget import Budget, verdict
+
+    budget = Budget("latency", 0.15, probes=[{"ratio": 0.0, "latency": 0.39}, {"ratio": 0.3812, "latency": 0.146}])
+    over = verdict(budget, 0.2044, ratio=0.38125)
+    assert over["over_budget"] and not over["within_tolerance"]
+    assert "probe at ratio 0.3812 measured 0.146 ms" in over["why"] and "varies between runs" in over["why"]
+    assert "why" not in verdict(budget, 0.152, ratio=0.38125)
