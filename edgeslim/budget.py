@@ -76,7 +76,8 @@ class Prober:
         return len(proto.SerializeToString()) / 1e6
 
     def _latency_ms(self, proto) -> float:
-        from edgeslim.export.bundle import manifest_for, save_model, write_json
+        from edgeslim.export.bundle import manifest_for, save_model
+        from edgeslim.outputs import write_json
 
         with tempfile.TemporaryDirectory() as tmp:
             bundle = Path(tmp) / "probe"

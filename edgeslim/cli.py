@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from edgeslim import __version__
-from edgeslim.errors import EdgeslimError, GateFailed
+from edgeslim.errors import ConfigError, EdgeslimError, GateFailed
 
 QUANTIZE_MODES = ("none", "int8", "dynamic", "fp16")
 
@@ -56,9 +56,9 @@ def main(debug: bool, quiet: bool) -> None:
     set_quiet(quiet)
 
 
-def _out_dir_check(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise click.BadParameter(f"{out} exists and is not a directory", param_hint="--out")
+def _force_option(function):
+    return click.option("--force", is_flag=True, help="Write even where the output path holds files edgeslim "
+                        "did not write; they are kept, never removed.")(function)
 
 
 # -- build ----------------------------------------------------------------------------------------
@@ -66,7 +66,8 @@ def _out_dir_check(out: Path) -> None:
 @main.command()
 @click.argument("recipe", required=False, type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Directory for bundles and report.")
-def run(recipe: str | None, out: Path) -> None:
+@_force_option
+def run(recipe: str | None, out: Path, force: bool) -> None:
     """The whole pipeline from a RECIPE.yaml; with none, the embedded digits demo."""
     import edgeslim.compress  # noqa: F401  (registers the steps)
     from edgeslim.recipe import default_recipe, load_recipe
@@ -74,9 +75,8 @@ def run(recipe: str | None, out: Path) -> None:
     from edgeslim.report.markdown import render_markdown
     from edgeslim.run import run_recipe
 
-    _out_dir_check(out)
     plan = load_recipe(recipe) if recipe else default_recipe()
-    report = run_recipe(plan, out)
+    report = run_recipe(plan, out, force)
     click.echo(render_markdown(report))
     if report.get("passed") is False:
         raise GateFailed("; ".join(failures(report)))
@@ -92,22 +92,22 @@ def _common_model_options(function):
     function = click.option("--opset", default=17, show_default=True, type=int)(function)
     function = click.option("--atol", default=1e-4, show_default=True, type=float, help="Parity tolerance, absolute.")(function)
     function = click.option("--rtol", default=1e-3, show_default=True, type=float, help="Parity tolerance, relative.")(function)
-    return function
+    return _force_option(function)
 
 
-def _build(model_spec, weights, data_spec, metric_spec, out, name, steps, opset, atol, rtol) -> dict:
+def _build(model_spec, weights, data_spec, metric_spec, out, name, steps, opset, atol, rtol, force) -> dict:
     from edgeslim.compress.model_io import load_model
     from edgeslim.export.onnx_export import ExportConfig
     from edgeslim.pipeline import build_bundle
     from edgeslim.specs import load_data, load_metric
     from edgeslim.compress import check_order
 
-    _out_dir_check(out)
     check_order(steps)
     model = load_model(model_spec, weights)
     data = load_data(data_spec)
     metric = load_metric(metric_spec)
-    return build_bundle(model, steps, data, out, name or out.name, metric, ExportConfig(opset=opset, atol=atol, rtol=rtol))
+    return build_bundle(model, steps, data, out, name or out.name, metric, ExportConfig(opset=opset, atol=atol, rtol=rtol),
+                        force=force)
 
 
 def _echo_built(manifest: dict, out: Path) -> None:
@@ -118,10 +118,19 @@ def _echo_built(manifest: dict, out: Path) -> None:
 
 @main.command()
 @_common_model_options
-def export(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol) -> None:
+def export(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol, force) -> None:
     """The uncompressed baseline as a bundle (parity-checked against torch)."""
-    manifest = _build(model_spec, weights, data_spec, metric, out, name, [], opset, atol, rtol)
+    with _bundle_output(out, force):
+        manifest = _build(model_spec, weights, data_spec, metric, out, name, [], opset, atol, rtol, force)
     _echo_built(manifest, out)
+
+
+def _bundle_output(out: Path, force: bool):
+    """Refuse a --out that holds the user's files, and hold it against other writers, before any work."""
+    from edgeslim.outputs import check_bundle_output, claimed
+
+    check_bundle_output(out, force)
+    return claimed(out)
 
 
 @main.command()
@@ -147,10 +156,19 @@ def export(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol)
 @click.option("--overflow-fix", type=click.Choice(["enable", "first_layer", "disable"]),
               help="Which INT8 weights get a 7-bit range, so that x86 CPUs without VNNI do not saturate "
                    "[default: enable; first_layer is NNCF's default; disable suits VNNI and ARM targets].")
-def compress(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol, prune_ratio, round_to,
+def compress(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol, force, prune_ratio, round_to,
              prune_ignore, distill, epochs, lr, quantize, calibration_samples, max_accuracy_drop, relative, target_size,
              target_latency, device, qat_epochs, qat_lr, overflow_fix) -> None:
     """One compressed bundle: prune, distill, quantize, export (to a budget with --target-*)."""
+    with _bundle_output(out, force):
+        _compress(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol, force, prune_ratio, round_to,
+                  prune_ignore, distill, epochs, lr, quantize, calibration_samples, max_accuracy_drop, relative,
+                  target_size, target_latency, device, qat_epochs, qat_lr, overflow_fix)
+
+
+def _compress(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol, force, prune_ratio, round_to,
+              prune_ignore, distill, epochs, lr, quantize, calibration_samples, max_accuracy_drop, relative,
+              target_size, target_latency, device, qat_epochs, qat_lr, overflow_fix) -> None:
     from edgeslim.compress import make_step
 
     if max_accuracy_drop is not None and quantize not in ("none", "int8"):
@@ -163,7 +181,7 @@ def compress(model_spec, weights, data_spec, metric, out, name, opset, atol, rto
     elif quantize != "none":
         onnx_step = make_step(quantize)
     if target_size is not None or target_latency is not None:
-        _compress_to_budget(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol, prune_ratio,
+        _compress_to_budget(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol, force, prune_ratio,
                             round_to, epochs, lr, onnx_step, target_size, target_latency, device)
         return
     steps = []
@@ -175,7 +193,7 @@ def compress(model_spec, weights, data_spec, metric, out, name, opset, atol, rto
         steps.append(make_step("qat", {"epochs": qat_epochs, "lr": qat_lr, "subset_size": calibration_samples,
                                        **chosen_fix}))
     steps += [onnx_step] if onnx_step else []
-    manifest = _build(model_spec, weights, data_spec, metric, out, name, steps, opset, atol, rtol)
+    manifest = _build(model_spec, weights, data_spec, metric, out, name, steps, opset, atol, rtol, force)
     _echo_built(manifest, out)
     _check_accuracy_control(manifest, out)
 
@@ -200,24 +218,44 @@ def _check_accuracy_control(manifest: dict, out: Path) -> None:
 @click.option("--metric", default="top1", show_default=True)
 @click.option("--calibration-samples", type=int, default=300, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), help="Write the table as JSON (and Markdown beside it).")
-def sensitivity(model_spec, weights, data_spec, metric, calibration_samples, out) -> None:
+@_force_option
+def sensitivity(model_spec, weights, data_spec, metric, calibration_samples, out, force) -> None:
     """Each quantizable layer's accuracy when it alone is in float, and when it alone is INT8."""
     from edgeslim.compress.model_io import load_model
-    from edgeslim.export.bundle import write_json, write_text
     from edgeslim.pipeline import layer_sensitivity
     from edgeslim.report.markdown import sensitivity_markdown
     from edgeslim.specs import load_data, load_metric
 
-    table = layer_sensitivity(load_model(model_spec, weights), load_data(data_spec), load_metric(metric),
-                              calibration_samples)
-    text = sensitivity_markdown(table)
-    click.echo(text)
-    if out:
-        write_json(out, table)
-        write_text(out.with_suffix(".md"), text)
+    outputs = [(out, "json"), (out.with_suffix(".md"), "markdown")] if out else []
+    with _document_outputs(outputs, [model_spec, weights, data_spec], force):
+        table = layer_sensitivity(load_model(model_spec, weights), load_data(data_spec), load_metric(metric),
+                                  calibration_samples)
+        text = sensitivity_markdown(table)
+        click.echo(text)
+        _write_documents(outputs, {"json": {"format": "edgeslim-sensitivity/1", **table}, "markdown": text}, force)
 
 
-def _compress_to_budget(model_spec, weights, data_spec, metric_spec, out, name, opset, atol, rtol, prune_ratio,
+def _document_outputs(outputs: list, inputs: list, force: bool):
+    """Check each document path (suffix, not an input, absent or edgeslim's) and hold it, before any work."""
+    from edgeslim.outputs import check_file_output, claimed_all
+
+    sources = [spec.rpartition(":")[0] if spec and ".py:" in spec else spec for spec in inputs]
+    for path, kind in outputs:
+        check_file_output(path, kind, inputs=sources, force=force)
+    paths = [path for path, _ in outputs]
+    if len(set(paths)) != len(paths):
+        raise ConfigError(f"two outputs of this command are the same file ({paths}); give each its own path")
+    return claimed_all(paths)
+
+
+def _write_documents(outputs: list, content: dict, force: bool) -> None:
+    from edgeslim.outputs import write_document
+
+    for path, kind in outputs:
+        write_document(path, content[kind], kind, force)
+
+
+def _compress_to_budget(model_spec, weights, data_spec, metric_spec, out, name, opset, atol, rtol, force, prune_ratio,
                         round_to, epochs, lr, onnx_step, target_size, target_latency, device) -> None:
     """Measure probes to choose the ratio, then prune, distill and quantize at it, and say how close it landed."""
     from dataclasses import replace
@@ -228,8 +266,8 @@ def _compress_to_budget(model_spec, weights, data_spec, metric_spec, out, name, 
     from edgeslim.devices.profiles import get_profile
     from edgeslim.devices.runner import BenchConfig
     from edgeslim.devices.targets import get_target
-    from edgeslim.export.bundle import write_json
     from edgeslim.export.onnx_export import ExportConfig
+    from edgeslim.outputs import write_json
     from edgeslim.pipeline import build_bundle
     from edgeslim.specs import load_data, load_metric
 
@@ -237,7 +275,6 @@ def _compress_to_budget(model_spec, weights, data_spec, metric_spec, out, name, 
         raise click.UsageError("--target-size and --target-latency are exclusive; give one budget")
     if prune_ratio:
         raise click.UsageError("--prune and a --target-* budget are exclusive: the budget chooses the ratio")
-    _out_dir_check(out)
     budget = Budget("size", target_size) if target_size is not None else Budget("latency", target_latency, device)
     target = get_target(budget.device) if budget.kind == "latency" else None
     if budget.kind == "latency" and not budget.device.startswith("ssh://"):
@@ -248,7 +285,8 @@ def _compress_to_budget(model_spec, weights, data_spec, metric_spec, out, name, 
     steps = ([make_step("prune", {"ratio": round(ratio, 4), "round_to": round_to}),
               make_step("distill", {"epochs": epochs, "lr": lr})] if ratio > 0 else []) + ([onnx_step] if onnx_step else [])
     check_order(steps)
-    manifest = build_bundle(model, steps, data, out, name or out.name, metric, ExportConfig(opset=opset, atol=atol, rtol=rtol))
+    manifest = build_bundle(model, steps, data, out, name or out.name, metric, ExportConfig(opset=opset, atol=atol, rtol=rtol),
+                            force=force)
     measured = (manifest["metrics"]["size_bytes"] / 1e6 if budget.kind == "size"
                 else target.latency(out, BenchConfig(runs=300, warmup=30))["p50_ms"])
     result = verdict(budget, measured, ratio)
@@ -283,20 +321,22 @@ def _bench_options(function):
 @click.option("--io", type=click.Choice(["host", "device"]), default="host", show_default=True,
               help="host: numpy in and out; device: inputs and outputs kept in GPU memory.")
 @_bench_options
-def validate(bundles, data_spec, devices, metric, baseline, out, io, runs, warmup, batch) -> None:
+@_force_option
+def validate(bundles, data_spec, devices, metric, baseline, out, io, runs, warmup, batch, force) -> None:
     """Accuracy and latency of each bundle on each device."""
     from edgeslim.devices.runner import BenchConfig
-    from edgeslim.export.bundle import write_json, write_text
     from edgeslim.pipeline import validate_bundles
     from edgeslim.report.markdown import render_markdown
     from edgeslim.specs import load_data, load_metric
 
-    data = load_data(data_spec)
-    report = validate_bundles(list(bundles), data, list(devices), load_metric(metric), metric, baseline,
-                              BenchConfig(runs=runs, warmup=warmup, batch=batch, io=io))
-    write_json(out, report)
-    write_text(out.with_suffix(".md"), render_markdown(report))
-    click.echo(render_markdown(report))
+    outputs = [(out, "json"), (out.with_suffix(".md"), "markdown")]
+    with _document_outputs(outputs, [data_spec, metric, *bundles], force):
+        data = load_data(data_spec)
+        report = validate_bundles(list(bundles), data, list(devices), load_metric(metric), metric, baseline,
+                                  BenchConfig(runs=runs, warmup=warmup, batch=batch, io=io))
+        text = render_markdown(report)
+        _write_documents(outputs, {"json": report, "markdown": text}, force)
+    click.echo(text)
 
 
 @main.command()
@@ -307,25 +347,23 @@ def validate(bundles, data_spec, devices, metric, baseline, out, io, runs, warmu
 @click.option("--html", "html_out", type=click.Path(path_type=Path), help="Also write an HTML page.")
 @click.option("--md", "md_out", type=click.Path(path_type=Path), help="Also write the Markdown to a file.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the report with its gates.")
-def report(report_path, against, max_accuracy_drop, max_latency_increase, html_out, md_out, json_out) -> None:
+@_force_option
+def report(report_path, against, max_accuracy_drop, max_latency_increase, html_out, md_out, json_out, force) -> None:
     """Render a report and apply gates (exit 1 when one fails)."""
-    from edgeslim.export.bundle import write_json, write_text
     from edgeslim.report.gates import GateConfig, apply_gates, failures
     from edgeslim.report.html import render_html
     from edgeslim.report.markdown import render_markdown
     from edgeslim.report.schema import read_report
 
-    document = read_report(report_path)
-    gates = GateConfig(max_accuracy_drop, max_latency_increase)
-    passed = apply_gates(document, gates, read_report(against) if against else None)
-    text = render_markdown(document)
-    click.echo(text)
-    if md_out:
-        write_text(md_out, text)
-    if html_out:
-        write_text(html_out, render_html(document))
-    if json_out:
-        write_json(json_out, document)
+    outputs = [(path, kind) for path, kind in ((md_out, "markdown"), (html_out, "html"), (json_out, "json")) if path]
+    with _document_outputs(outputs, [report_path, against], force):
+        document = read_report(report_path)
+        gates = GateConfig(max_accuracy_drop, max_latency_increase)
+        passed = apply_gates(document, gates, read_report(against) if against else None)
+        text = render_markdown(document)
+        click.echo(text)
+        rendered = {"markdown": text, "json": document, **({"html": render_html(document)} if html_out else {})}
+        _write_documents(outputs, rendered, force)
     if not passed:
         raise GateFailed("; ".join(failures(document)))
 

@@ -28,8 +28,11 @@ class StepContext:
 
 
 def build_bundle(base_model, steps: list, data: DataSplits, out_dir: Path, name: str, metric,
-                 export_config=None, torch_cache: dict | None = None) -> dict:
+                 export_config=None, torch_cache: dict | None = None, force: bool = False) -> dict:
     """Apply `steps` to a copy of `base_model`, export, quantize, and write the bundle; return its manifest.
+
+    `force` writes the bundle beside files of the user's that a folder at `out_dir` holds (see
+    edgeslim.outputs); without it such a folder is refused.
 
     `torch_cache` lets candidates that share their torch steps (pruned-kd and pruned-kd-int8) prune
     and distill once.
@@ -56,7 +59,7 @@ def build_bundle(base_model, steps: list, data: DataSplits, out_dir: Path, name:
                **ctx.records}
     compression = [step.to_dict() for step in steps]
     return write_verified_bundle(proto, out_dir, name, compression, metrics, data, metric,
-                                 {"export": export_config.to_dict()})
+                                 {"export": export_config.to_dict()}, force)
 
 
 QUANTIZED_RTOL = 0.05
@@ -115,13 +118,14 @@ def _options(step) -> str:
 
 
 def write_verified_bundle(proto, out_dir: Path, name: str, compression: list, metrics: dict,
-                          data: DataSplits, metric, extra: dict) -> dict:
+                          data: DataSplits, metric, extra: dict, force: bool = False) -> dict:
     """Write the bundle to a staging dir, measure accuracy on that exact file via the SDK, then rename."""
     from edgeslim.devices.accuracy import evaluate
-    from edgeslim.export.bundle import manifest_for, save_model, staged_dir, write_json
+    from edgeslim.export.bundle import manifest_for, save_model
+    from edgeslim.outputs import staged_bundle, write_json
     from edgeslim.sdk import load
 
-    with staged_dir(Path(out_dir)) as staging:
+    with staged_bundle(Path(out_dir), force) as staging:
         files = save_model(proto, staging)
         manifest = manifest_for(proto, name, files, staging, compression, metrics, extra)
         write_json(staging / "manifest.json", manifest)

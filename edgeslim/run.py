@@ -53,19 +53,30 @@ def trained_model(recipe, data, metric):
     return model.eval()
 
 
-def run_recipe(recipe, out: Path) -> dict:
-    """Build each candidate under out/<name>, validate them all, write out/report.json and .md."""
+def run_recipe(recipe, out: Path, force: bool = False) -> dict:
+    """Build each candidate under out/<name>, validate them all, write out/report.json and .md.
+
+    `out` must be new, or hold only what an earlier run wrote (bundles and reports) unless `force`:
+    then the run writes beside the user's files and removes none of them.
+    """
+    from edgeslim.outputs import check_run_output, claimed
+
+    check_run_output(out, force)
+    with claimed(out):
+        return _run_recipe(recipe, Path(out), force)
+
+
+def _run_recipe(recipe, out: Path, force: bool) -> dict:
     from edgeslim.devices.targets import get_target
     from edgeslim.devices.runner import BenchConfig
-    from edgeslim.export.bundle import write_json, write_text
     from edgeslim.export.onnx_export import ExportConfig
+    from edgeslim.outputs import write_document
     from edgeslim.pipeline import build_bundle, validate_bundles
     from edgeslim.report.gates import GateConfig, apply_gates
     from edgeslim.report.markdown import render_markdown
     from edgeslim.specs import load_data, load_metric
     from edgeslim.compress import check_order
 
-    out = Path(out)
     for device in recipe.devices:
         get_target(device)  # fail on an unknown or unavailable device before hours of work
     for candidate in recipe.candidates:
@@ -82,7 +93,7 @@ def run_recipe(recipe, out: Path) -> dict:
         for index, candidate in enumerate(recipe.candidates, 1):
             log(f"[{index}/{len(recipe.candidates)}] building {candidate.name}")
             build_bundle(model, candidate.steps, data, out / candidate.name, candidate.name, metric, export,
-                         torch_cache)
+                         torch_cache, force)
             bundles.append(str(out / candidate.name))
         report = validate_bundles(bundles, data, recipe.devices, metric, recipe.metric,
                                   recipe.baseline or recipe.candidates[0].name, bench)
@@ -90,7 +101,7 @@ def run_recipe(recipe, out: Path) -> dict:
     report["settings"]["wall_s"] = round(timer.seconds, 1)
     if recipe.gates:
         apply_gates(report, gates)
-    write_json(out / "report.json", report)
-    write_text(out / "report.md", render_markdown(report))
+    write_document(out / "report.json", report, "json", force)
+    write_document(out / "report.md", render_markdown(report), "markdown", force)
     log(f"wrote {out / 'report.json'} and {out / 'report.md'} ({timer.seconds:.0f} s)")
     return report

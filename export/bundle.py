@@ -1,11 +1,8 @@
-"""Write a bundle directory atomically: a temporary sibling, renamed into place when complete."""
+"""What goes into a bundle: model.onnx (and external data) and its manifest.
+
+Writing the folder safely (staging, atomic swap, locks) is edgeslim.outputs' job."""
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 from edgeslim import __version__
@@ -27,51 +24,6 @@ def package_versions() -> dict:
         except PackageNotFoundError:
             found[name] = None
     return found
-
-
-@contextmanager
-def staged_dir(final: Path):
-    """Yield a temporary directory beside `final`; on success it replaces `final` in one rename."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.rename(final, old)
-    os.rename(staging, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write JSON through a temporary file and a rename, so no reader sees half a file."""
-    write_text(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write text through a temporary file beside `path` and one rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _jsonable(value):
-    if hasattr(value, "tolist"):  # numpy scalars and arrays alike
-        return value.tolist()
-    return str(value)
 
 
 def save_model(model, directory: Path) -> list[str]:
