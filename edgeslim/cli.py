@@ -359,7 +359,8 @@ def report(report_path, against, max_accuracy_drop, max_latency_increase, html_o
     with _document_outputs(outputs, [report_path, against], force):
         document = read_report(report_path)
         gates = GateConfig(max_accuracy_drop, max_latency_increase)
-        passed = apply_gates(document, gates, read_report(against) if against else None)
+        passed = apply_gates(document, gates, read_report(against) if against else None,
+                             against_name=str(against) if against else "the --against report")
         text = render_markdown(document)
         click.echo(text)
         rendered = {"markdown": text, "json": document, **({"html": render_html(document)} if html_out else {})}

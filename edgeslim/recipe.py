@@ -8,17 +8,53 @@
       - name: fp32
       - name: pruned-kd-int8
         steps: [{prune: {ratio: 0.6}}, {distill: {epochs: 12}}, int8]
+
+A recipe is read within bounds (see edgeslim.limits and _RecipeLoader) and every value is checked
+for its type here, so a wrong or hostile recipe fails with one sentence, never a hang or a traceback.
 """
 from __future__ import annotations
 
 import dataclasses
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeslim.compress.registry import StepConfig, make_step, require
+import yaml
+
+from edgeslim.compress.registry import StepConfig, make_step, require, step_names
 from edgeslim.errors import ConfigError
+from edgeslim.limits import MAX_DEPTH, RECIPE_MAX_BYTES, read_bounded_text
 
 RECIPE_VERSION = 1
+MAX_ALIASES = 32            # a hand-written recipe reuses a block a few times, never more
+MAX_NODES = 100_000         # values once aliases are expanded; a real recipe has a few hundred
+MAX_INT_CHARS = 64          # longer integer literals cost quadratic time to build (base-60 ones)
+MAX_CANDIDATES = 1000       # each candidate is a build; a sweep grid beyond this is a mistake
+MAX_NAME_CHARS = 200        # a candidate name is a directory name
+MAX_OPTION_TEXT = 4096      # a step option is a number, a name, or a short list of names
+MAX_OPTION_LIST = 1000
+
+
+class _ShortRepr(reprlib.Repr):
+    """reprlib with a guard for huge integers, whose repr is slow or refused (Python >= 3.11)."""
+
+    def repr_int(self, x, level):
+        if x.bit_length() > 128:
+            return f"<an integer of {x.bit_length()} bits>"
+        return super().repr_int(x, level)
+
+
+_SHORT = _ShortRepr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 2, 5, 4, 60, 60
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _show(value, limit: int = 80) -> str:
+    """A user value as messages quote it: never the whole of it, whatever its size or nesting."""
+    return _clip(_SHORT.repr(value), limit)
 
 
 @dataclass
@@ -62,16 +98,22 @@ class Recipe:
     version: int = RECIPE_VERSION
 
     def __post_init__(self):
+        # type() rather than isinstance(): True is an int, and no recipe means version True.
+        if type(self.version) is not int or self.version != RECIPE_VERSION:
+            raise ConfigError(f"recipe version {_show(self.version)} is not one this edgeslim reads; "
+                              f"write version: {RECIPE_VERSION} or leave it out")
         names = [c.name for c in self.candidates]
         if not names:
             raise ConfigError("a recipe needs at least one candidate under 'candidates'")
         if len(set(names)) != len(names):
-            raise ConfigError(f"candidate names repeat: {names}; give each its own name")
+            raise ConfigError(f"candidate names repeat: {_show(names)}; give each its own name")
         for name in names:
-            if not name or "/" in name or name.startswith("."):
-                raise ConfigError(f"candidate name {name!r} must be a plain directory name")
+            if not name or "/" in name or "\\" in name or "\0" in name or name.startswith(".") \
+                    or len(name) > MAX_NAME_CHARS:
+                raise ConfigError(f"candidate name {_show(name)} must be a plain directory name "
+                                  f"of at most {MAX_NAME_CHARS} characters")
         if self.baseline is not None and self.baseline not in names:
-            raise ConfigError(f"baseline {self.baseline!r} names no candidate; the candidates are {names}")
+            raise ConfigError(f"baseline {_show(self.baseline)} names no candidate; the candidates are {_show(names)}")
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
@@ -79,50 +121,193 @@ class Recipe:
         return data
 
 
+# -- from a parsed mapping -----------------------------------------------------------------------
+
+_KINDS = {"int": (int, "a whole number"), "float": (float, "a number"), "str": (str, "text"),
+          "bool": (bool, "true or false"), "dict": (dict, "a mapping"), "list": (list, "a list")}
+
+
+def _option(where: str, value, annotation):
+    """`value` as a config field's declared type; `where` names it in the message.
+
+    Floats also parse text, as YAML 1.1 reads `2e-3` (no dot) as a string.
+    """
+    kinds = [kind.strip().split("[")[0] for kind in str(annotation).split("|")]
+    if value is None and "None" in kinds:
+        return None
+    if kinds[0] not in _KINDS:
+        return value  # a type this check does not know: left to the config's own checks
+    kind, words = _KINDS[kinds[0]]
+    if kind is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    elif isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+        return value
+    raise ConfigError(f"recipe '{where}' must be {words}, got {_show(value)}")
+
+
+def _options(where: str, value, config_cls) -> dict:
+    """A mapping of options for `config_cls` (a dataclass), each checked against its field."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"recipe '{where}' must be a mapping of options, got {_show(value)}")
+    fields = {f.name: f for f in dataclasses.fields(config_cls) if f.init}
+    options = {}
+    for key, option in value.items():
+        if key not in fields:
+            raise ConfigError(f"recipe '{where}' has no option {_show(key)}; "
+                              f"its options are {', '.join(sorted(fields))}")
+        options[key] = _option(f"{where}.{key}", option, fields[key].type)
+    return options
+
+
+def _text(key: str, value, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"recipe '{key}' must be text, got {_show(value)}")
+    return value
+
+
+def _devices(value) -> list[str]:
+    devices = [value] if isinstance(value, str) else value
+    if not isinstance(devices, list) or not all(isinstance(d, str) and d for d in devices):
+        raise ConfigError(f"recipe 'devices' must be a list of device names like [cpu], got {_show(value)}")
+    return devices
+
+
+def _gates(value) -> dict:
+    from edgeslim.report.gates import GateConfig
+
+    gates = _options("gates", value, GateConfig)
+    GateConfig(**gates)  # its own range checks, now rather than after every build
+    return gates
+
+
+def _step_name(name) -> str:
+    if not isinstance(name, str) or name not in step_names():
+        raise ConfigError(f"unknown step {_show(name)}; the steps are {step_names()}")
+    return name
+
+
+def _plain(value) -> bool:
+    """A step option small enough to quote: a number, a name, or a short list of them."""
+    if isinstance(value, list):
+        return len(value) <= MAX_OPTION_LIST and all(not isinstance(v, list) and _plain(v) for v in value)
+    return value is None or isinstance(value, (bool, int, float)) or \
+        (isinstance(value, str) and len(value) <= MAX_OPTION_TEXT)
+
+
+def _step_options(name: str, params) -> dict | None:
+    if params is None:
+        return None
+    if not isinstance(params, dict):
+        raise ConfigError(f"step '{name}' options must be a mapping, got {_show(params)}")
+    for key, value in params.items():
+        if not isinstance(key, str) or len(key) > 64:
+            raise ConfigError(f"step '{name}' has no option {_show(key)}")
+        if not _plain(value):
+            raise ConfigError(f"step '{name}' option '{key}' must be a number, a name or a list of names, "
+                              f"got {_show(value)}")
+    return params
+
+
 def _parse_step(entry) -> StepConfig:
     if isinstance(entry, str):
-        return make_step(entry)
+        return make_step(_step_name(entry))
     if isinstance(entry, dict) and len(entry) == 1:
         (name, params), = entry.items()
-        if params is not None and not isinstance(params, dict):
-            raise ConfigError(f"step '{name}' options must be a mapping, got {params!r}")
-        return make_step(name, params)
+        return make_step(_step_name(name), _step_options(name, params))
     if isinstance(entry, dict) and "step" in entry:
-        return make_step(entry["step"], entry)
-    raise ConfigError(f"a step must be a name or {{name: {{options}}}}, got {entry!r}")
+        return make_step(_step_name(entry["step"]), _step_options(entry["step"], entry))
+    raise ConfigError(f"a step must be a name or {{name: {{options}}}}, got {_show(entry)}")
 
 
-def recipe_from_dict(data: dict) -> Recipe:
-    if not isinstance(data, dict):
-        raise ConfigError("a recipe must be a YAML mapping with 'model', 'data' and 'candidates'")
-    known = {f.name for f in dataclasses.fields(Recipe)}
-    unknown = sorted(set(data) - known)
+def _candidate(entry) -> Candidate:
+    if not isinstance(entry, dict) or "name" not in entry:
+        raise ConfigError(f"each candidate needs a 'name', got {_show(entry)}")
+    name, steps = entry["name"], entry.get("steps") or []
+    if isinstance(name, bool) or not isinstance(name, (str, int, float)):
+        raise ConfigError(f"a candidate name must be text, got {_show(name)}")
+    extra = [key for key in entry if key not in ("name", "steps")]
+    if extra:
+        raise ConfigError(f"candidate {_show(name)} has an unknown key {_show(extra[0])}; "
+                          "a candidate has a 'name' and 'steps'")
+    if not isinstance(steps, list):
+        raise ConfigError(f"candidate {_show(name)}: 'steps' must be a list like [int8], got {_show(steps)}")
+    return Candidate(str(name), [_parse_step(step) for step in steps])
+
+
+def _candidate_entries(data: dict) -> list:
+    listed = data.get("candidates") or []
+    if not isinstance(listed, list):
+        raise ConfigError(f"recipe 'candidates' must be a list of {{name, steps}}, got {_show(listed)}")
+    if len(listed) > MAX_CANDIDATES:
+        raise ConfigError(f"recipe has {len(listed):,} candidates, over the limit of {MAX_CANDIDATES:,}")
+    entries = listed + sweep_candidates(data.get("sweep") or {})
+    if len(entries) > MAX_CANDIDATES:
+        raise ConfigError(f"recipe makes {len(entries):,} candidates, over the limit of {MAX_CANDIDATES:,}")
+    return entries
+
+
+def _check_keys(data: dict) -> None:
+    known = [f.name for f in dataclasses.fields(Recipe)]
+    unknown = [key for key in data if key not in known]
     if unknown:
-        raise ConfigError(f"recipe has an unknown key {unknown[0]!r}; the keys are {sorted(known)}")
+        raise ConfigError(f"recipe has an unknown key {_show(unknown[0])}; the keys are {sorted(known)}")
     for key in ("model", "data"):
         if key not in data:
             raise ConfigError(f"recipe lacks '{key}'")
     if "candidates" not in data and "sweep" not in data:
         raise ConfigError("recipe lacks 'candidates' (or a 'sweep' that makes them)")
-    data = dict(data)
-    data.setdefault("candidates", [])
-    if not isinstance(data["candidates"], list):
-        raise ConfigError("recipe 'candidates' must be a list of {name, steps}")
-    data["candidates"] = data["candidates"] + sweep_candidates(data.get("sweep") or {})
-    candidates = []
-    for entry in data["candidates"]:
-        if not isinstance(entry, dict) or "name" not in entry:
-            raise ConfigError(f"each candidate needs a 'name', got {entry!r}")
-        candidates.append(Candidate(str(entry["name"]), [_parse_step(s) for s in entry.get("steps") or []]))
+
+
+def _fields(data: dict) -> dict:
+    """Every field but candidates and train, each checked for its type."""
+    from edgeslim.devices.runner import BenchConfig
+    from edgeslim.export.onnx_export import ExportConfig
+
+    fields = {"model": _text("model", data["model"]), "data": _text("data", data["data"]),
+              "weights": _text("weights", data.get("weights"), optional=True),
+              "baseline": _text("baseline", data.get("baseline"), optional=True),
+              "bench": _options("bench", data.get("bench"), BenchConfig),
+              "export": _options("export", data.get("export"), ExportConfig),
+              "gates": _gates(data.get("gates")), "sweep": data.get("sweep") or {},
+              "version": data.get("version", RECIPE_VERSION)}
+    if data.get("metric") is not None:
+        fields["metric"] = _text("metric", data["metric"])
+    if data.get("devices") is not None:
+        fields["devices"] = _devices(data["devices"])
+    return fields
+
+
+def recipe_from_dict(data: dict) -> Recipe:
+    if not isinstance(data, dict):
+        raise ConfigError("a recipe must be a YAML mapping with 'model', 'data' and 'candidates'")
+    _check_keys(data)
+    fields = _fields(data)
+    candidates = [_candidate(entry) for entry in _candidate_entries(data)]
     train = data.get("train")
-    try:
-        train = TrainConfig(**train) if isinstance(train, dict) else None
-    except TypeError as exc:
-        raise ConfigError(f"recipe 'train': {exc}") from None
-    fields = {k: v for k, v in data.items() if k not in ("candidates", "train")}
-    if isinstance(fields.get("devices"), str):
-        fields["devices"] = [fields["devices"]]
+    train = None if train is None else TrainConfig(**_options("train", train, TrainConfig))
     return Recipe(candidates=candidates, train=train, **fields)
+
+
+def _sweep_lists(sweep: dict) -> tuple[list, list]:
+    ratios = sweep.get("prune", [0])
+    modes = sweep.get("quantize", ["none"])
+    if not isinstance(ratios, list) or not isinstance(modes, list):
+        raise ConfigError("recipe 'sweep' prune and quantize must be lists")
+    if not all(isinstance(r, (int, float)) and not isinstance(r, bool) for r in ratios):
+        raise ConfigError(f"recipe 'sweep' prune must be a list of ratios like [0, 0.5], got {_show(ratios)}")
+    if not all(m is None or isinstance(m, str) for m in modes):
+        raise ConfigError(f"recipe 'sweep' quantize must be a list of modes like [none, int8], got {_show(modes)}")
+    if len(ratios) * len(modes) > MAX_CANDIDATES:
+        raise ConfigError(f"recipe 'sweep' makes {len(ratios) * len(modes):,} candidates, "
+                          f"over the limit of {MAX_CANDIDATES:,}")
+    return ratios, modes
 
 
 def sweep_candidates(sweep: dict) -> list[dict]:
@@ -136,20 +321,21 @@ def sweep_candidates(sweep: dict) -> list[dict]:
         return []
     if not isinstance(sweep, dict):
         raise ConfigError("recipe 'sweep' must be a mapping like {prune: [0, 0.5], quantize: [none, int8]}")
-    unknown = sorted(set(sweep) - {"prune", "quantize", "distill", "round_to"})
+    unknown = [key for key in sweep if key not in ("prune", "quantize", "distill", "round_to")]
     if unknown:
-        raise ConfigError(f"recipe 'sweep' has an unknown key {unknown[0]!r}; the keys are distill, prune, quantize, round_to")
-    ratios = sweep.get("prune", [0])
-    modes = sweep.get("quantize", ["none"])
-    if not isinstance(ratios, list) or not isinstance(modes, list):
-        raise ConfigError("recipe 'sweep' prune and quantize must be lists")
+        raise ConfigError(f"recipe 'sweep' has an unknown key {_show(unknown[0])}; "
+                          "the keys are distill, prune, quantize, round_to")
+    ratios, modes = _sweep_lists(sweep)
+    distill = sweep.get("distill") or {}
+    if not isinstance(distill, dict):
+        raise ConfigError(f"recipe 'sweep' distill must be a mapping of options, got {_show(distill)}")
     candidates = []
     for ratio in ratios:
         for mode in modes:
             steps = []
             if ratio:
                 steps += [{"prune": {"ratio": ratio, "round_to": sweep.get("round_to", 8)}},
-                          {"distill": dict(sweep.get("distill") or {})}]
+                          {"distill": dict(distill)}]
             if mode not in ("none", None):
                 steps.append(mode)
             name = ("fp32" if not ratio else f"p{ratio:g}-kd") + ("" if mode in ("none", None) else f"-{mode}")
@@ -157,17 +343,112 @@ def sweep_candidates(sweep: dict) -> list[dict]:
     return candidates
 
 
-def load_recipe(path: str | Path) -> Recipe:
-    import yaml
+# -- from a file ---------------------------------------------------------------------------------
 
+_INT_TAG = "tag:yaml.org,2002:int"
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses what no hand-written recipe needs and a hostile one relies on.
+
+    A YAML alias is a reference: ten short lines of anchors can stand for a billion values, which
+    PyYAML builds cheaply (shared lists) but anything that copies, prints or serialises the recipe
+    expands. So aliases are limited to MAX_ALIASES uses, nesting to MAX_DEPTH levels while
+    composing, and the expanded size to MAX_NODES (counted by _check_expansion without expanding).
+    """
+
+    def __init__(self, text: str, what: str):
+        super().__init__(text)
+        self.what, self.aliases, self.depth, self.nodes = what, 0, 0, 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                raise ConfigError(f"{self.what} uses YAML aliases beyond {MAX_ALIASES}; "
+                                  "write the values out or use fewer anchors")
+            return super().compose_node(parent, index)
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise ConfigError(f"{self.what} holds more than {MAX_NODES:,} values; it is not a recipe")
+        self.depth += 1
+        if self.depth > MAX_DEPTH:  # refused before the composer recurses any deeper
+            raise ConfigError(f"{self.what} is nested deeper than {MAX_DEPTH} levels")
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _children(node) -> list:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def _check_expansion(root, what: str) -> None:
+    """Refuse a node graph that expands past MAX_NODES values or MAX_DEPTH levels, or into itself.
+
+    Walked without recursion, each node once: an anchored node's expanded (values, levels) is
+    memoised, so the walk costs the document's size, not its expansion.
+    """
+    expanded: dict[int, tuple[int, int]] = {}
+    open_nodes: set[int] = set()        # being walked: meeting one again means a cycle
+    pending = [(root, False)]
+    while pending:
+        node, finished = pending.pop()
+        if finished:
+            sizes = [expanded[id(child)] for child in _children(node)]
+            values = 1 + sum(size for size, _ in sizes)
+            levels = 1 + max((depth for _, depth in sizes), default=0)
+            if values > MAX_NODES or levels > MAX_DEPTH:
+                raise ConfigError(f"{what} uses YAML aliases beyond {MAX_NODES:,} values or {MAX_DEPTH} levels "
+                                  "once expanded; write the values out or use fewer anchors")
+            expanded[id(node)] = (values, levels)
+            open_nodes.discard(id(node))
+        elif id(node) in open_nodes:
+            raise ConfigError(f"{what} has a YAML alias inside its own anchor; write the values out")
+        elif id(node) not in expanded:
+            if node.tag == _INT_TAG and len(node.value) > MAX_INT_CHARS:
+                raise ConfigError(f"{what} has an integer of {len(node.value):,} characters; "
+                                  f"no recipe value needs more than {MAX_INT_CHARS}")
+            open_nodes.add(id(node))
+            pending.append((node, True))
+            pending.extend((child, False) for child in _children(node))
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    return _clip(problem, 120) + (f" (line {mark.line + 1}, column {mark.column + 1})" if mark else "")
+
+
+def parse_yaml(text: str, what: str):
+    """The document in `text`, within the bounds of _RecipeLoader; `what` names it in messages."""
+    loader = _RecipeLoader(text, what)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None
+        _check_expansion(root, what)
+        return loader.construct_document(root)
+    except ConfigError:
+        raise
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} is not valid YAML: {_yaml_problem(exc)}") from None
+    except (ValueError, OverflowError) as exc:  # a constructor's: a date like 2024-13-45
+        raise ConfigError(f"{what} has a value YAML cannot read: {_clip(str(exc), 120)}") from None
+    finally:
+        loader.dispose()
+
+
+def load_recipe(path: str | Path) -> Recipe:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"recipe {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"recipe {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    recipe = recipe_from_dict(data)
+    # Refused by size before any parsing: a recipe is written by hand.
+    text = read_bounded_text(path, "recipe", RECIPE_MAX_BYTES, ConfigError)
+    recipe = recipe_from_dict(parse_yaml(text, f"recipe {path}"))
     return _relative_to(recipe, path.parent)
 
 

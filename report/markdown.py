@@ -176,6 +176,11 @@ def _gate_lines(report: dict) -> str:
         return ""
     lines = ["## Gates", "", "| candidate | gate | value | limit | against | result |", "|---|---|---|---|---|---|"]
     for name, gate_name, gate in gated:
-        lines.append(f"| `{name}` | {gate_name} | {gate['value']:.4g} | {gate['limit']:g} | {gate['reference']} | "
-                     f"{'pass' if gate['passed'] else '**FAIL**'} |")
+        # A gate that could not be evaluated has no value (and `against` no limit): its reason shows instead.
+        value = "—" if gate.get("value") is None else f"{gate['value']:.4g}"
+        limit = "—" if gate.get("limit") is None else f"{gate['limit']:g}"
+        result = "pass" if gate["passed"] else "**FAIL**"
+        if gate.get("reason"):
+            result += ": " + gate["reason"].replace("|", "\\|")
+        lines.append(f"| `{name}` | {gate_name} | {value} | {limit} | {gate['reference']} | {result} |")
     return "\n".join(lines) + "\n"
