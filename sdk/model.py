@@ -1,13 +1,16 @@
 """A loaded, verified bundle: checked inputs, predict, benchmark."""
 from __future__ import annotations
 
+import numbers
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 
-from edgeslim.errors import InputError
-from edgeslim.sdk.bundle import MODEL_FILE, TensorSpec, read_manifest, verify_files
+from edgeslim.errors import ConfigError, InputError
+from edgeslim.limits import host_cores
+from edgeslim.sdk.bundle import TensorSpec, read_manifest, read_verified
 from edgeslim.sdk.providers import provider_chain, resolve_provider
 from edgeslim.sdk.stats import summarize
 
@@ -15,6 +18,10 @@ from edgeslim.sdk.stats import summarize
 # Providers whose memory is not the host's: predict goes through I/O binding there.
 _BINDING_DEVICES = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "cuda",
                     "ROCMExecutionProvider": "cuda", "MIGraphXExecutionProvider": "cuda"}
+
+# Where onnxruntime would look for external data the session was not given in memory: a path
+# below /dev/null can never exist, so such a read fails instead of finding a file in the cwd.
+_NO_EXTERNAL_DATA_DIR = os.path.join(os.devnull, "edgeslim-external-data")
 
 
 class Model:
@@ -24,22 +31,23 @@ class Model:
                  verify: bool = True):
         import onnxruntime as ort
 
+        threads = _check_threads(threads)
         self.path = Path(bundle_dir)
         self.manifest = read_manifest(self.path)
-        if verify:
-            verify_files(self.path, self.manifest)
+        # The session is built from these bytes: what was checked is what runs.
+        files = read_verified(self.path, self.manifest, check=verify)
         self.name = self.manifest["name"]
         self.inputs = [TensorSpec.from_dict(spec) for spec in self.manifest["inputs"]]
         self.outputs = [TensorSpec.from_dict(spec) for spec in self.manifest["outputs"]]
         self.device = device
         self.provider = resolve_provider(device)
-        options = ort.SessionOptions()
+        options = _session_options(ort, files.external)
         if threads:
-            options.intra_op_num_threads = int(threads)
+            options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         started = time.perf_counter()
-        self.session = ort.InferenceSession(str(self.path / MODEL_FILE), options,
-                                            providers=provider_chain(self.provider))
+        self.session = ort.InferenceSession(files.model, options, providers=provider_chain(self.provider))
+        del files  # onnxruntime holds its own copy of the weights now
         self.load_ms = (time.perf_counter() - started) * 1000.0
         _check_active(self.session, self.provider, device)
         self._output_names = [spec.name for spec in self.outputs]
@@ -169,6 +177,34 @@ class Model:
             binding.synchronize_outputs()
 
         return call
+
+
+def _check_threads(threads) -> int | None:
+    """None (onnxruntime's default) or a whole number of threads from 1 to this host's cores.
+
+    Checked before any work: a session asked for thousands of threads takes minutes to start.
+    """
+    if threads is None:
+        return None
+    limit = host_cores()
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or not 1 <= threads <= limit:
+        raise ConfigError(f"threads={threads!r} is not allowed: it must be a whole number from 1 to {limit} "
+                          "(the cores of this host); pass a value in that range, or None for the default")
+    return int(threads)
+
+
+def _session_options(ort, external: dict):
+    """Session options that let onnxruntime read nothing from disk: the model comes as bytes and
+    its external data from the verified buffers, under the names the model uses for them."""
+    options = ort.SessionOptions()
+    # Bytes could also be parsed as an ORT-format model, which the external-data check does not read.
+    options.add_session_config_entry("session.load_model_format", "ONNX")
+    options.add_session_config_entry("session.model_external_initializers_file_folder_path", _NO_EXTERNAL_DATA_DIR)
+    if external:
+        names = list(external)
+        buffers = [external[name] for name in names]
+        options.add_external_initializers_from_files_in_memory(names, buffers, [len(b) for b in buffers])
+    return options
 
 
 def _check_active(session, provider: str, device: str) -> None:
