@@ -57,6 +57,22 @@ def _pareto(entry: dict) -> str:
     return "★ " + ", ".join(fronts) if fronts else ""
 
 
+def _kernel_lines(report: dict) -> str:
+    """Per quantized candidate: how many of its layers onnxruntime runs as integer kernels."""
+    measured = [entry for entry in report["candidates"] if isinstance(entry.get("int8_coverage"), dict)]
+    if not measured:
+        return ""
+    from edgeslim.export.kernels import kernel_counts_text, mostly_float, provider_label
+
+    lines = []
+    for entry in measured:
+        coverage = entry["int8_coverage"]
+        warning = " (**mostly float**: the INT8 graph computes in float here)" if mostly_float(coverage) else ""
+        lines.append(f"- int8 kernels ({provider_label(coverage)}): `{entry['name']}`: "
+                     f"{kernel_counts_text(coverage)}{warning}")
+    return "\n".join(lines) + "\n"
+
+
 def _slower_lines(report: dict) -> str:
     slower = [f"- `{entry['name']}` is **slower than the baseline** on {device} "
               f"({entry['latency'][device]['p50_ms']:.3f} ms p50)"
@@ -88,8 +104,8 @@ def render_markdown(report: dict) -> str:
         cells += [row["pareto"], row["steps"], "pass" if row["passed"] else "**FAIL**"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "★: on the Pareto front of accuracy against size, or against p50 latency on that device.", "",
-              _slower_lines(report), _accuracy_by_device(report), _latency_details(report, devices), _quantization(report),
-              _gate_lines(report)]
+              _kernel_lines(report), _slower_lines(report), _accuracy_by_device(report),
+              _latency_details(report, devices), _quantization(report), _gate_lines(report)]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -1,0 +1,149 @@
+"""Which convolutions, matmuls, gemms and attention nodes onnxruntime runs as integer kernels.
+
+A QDQ graph only says where values are quantized; onnxruntime decides what runs in integer
+arithmetic by fusing DQ -> op -> Q groups, and leaves in float (weights dequantized on every run)
+whatever misses its rules. This reads the graph a default session executes: ORT_ENABLE_ALL, saved
+through SessionOptions.optimized_model_filepath, with the contrib ops, the NHWC QLinearConv and the
+NCHWc float convolutions it contains.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+FAMILIES = ("conv", "matmul", "gemm", "attention")   # the order every summary uses
+# op type -> (family, integer kernel?) for the ops an optimized graph may hold.
+KERNELS = {
+    "Conv": ("conv", False), "FusedConv": ("conv", False), "NhwcConv": ("conv", False),
+    "NhwcFusedConv": ("conv", False), "ConvTranspose": ("conv", False),
+    "QLinearConv": ("conv", True), "ConvInteger": ("conv", True), "QLinearConvTranspose": ("conv", True),
+    "MatMul": ("matmul", False), "FusedMatMul": ("matmul", False), "TransposeMatMul": ("matmul", False),
+    "QLinearMatMul": ("matmul", True), "MatMulInteger": ("matmul", True), "MatMulIntegerToFloat": ("matmul", True),
+    "DynamicQuantizeMatMul": ("matmul", True),
+    "MatMulNBits": ("matmul", True),  # weight-only: 2/4/8-bit weights unpacked inside the kernel
+    "Gemm": ("gemm", False), "FusedGemm": ("gemm", False), "QGemm": ("gemm", True),
+    "Attention": ("attention", False), "MultiHeadAttention": ("attention", False),
+    "GroupQueryAttention": ("attention", False), "QAttention": ("attention", True),
+    "QOrderedAttention": ("attention", True),
+}
+
+
+def _model_bytes(model) -> bytes:
+    return bytes(model) if isinstance(model, (bytes, bytearray)) else model.SerializeToString()
+
+
+def optimized_graph(model_bytes: bytes, provider: str, level):
+    """The onnx.GraphProto onnxruntime runs for `provider` at optimization `level`."""
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as folder:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = level
+        options.optimized_model_filepath = os.path.join(folder, "optimized.onnx")
+        options.log_severity_level = 3  # silences the expected "NCHWc is hardware specific" warning
+        ort.InferenceSession(model_bytes, options, providers=[provider])
+        return onnx.load(options.optimized_model_filepath).graph
+
+
+def _count_kernels(graph) -> dict[str, dict]:
+    """Per family present: integer and float node counts, the float nodes by name."""
+    counts: dict[str, dict] = {}
+    for node in graph.node:
+        if node.op_type not in KERNELS:
+            continue
+        family, integer = KERNELS[node.op_type]
+        entry = counts.setdefault(family, {"int8": 0, "float": 0, "float_nodes": []})
+        if integer:
+            entry["int8"] += 1
+        else:
+            entry["float"] += 1
+            entry["float_nodes"].append(node.name)
+    return counts
+
+
+def _weights_dequantized_per_run(graph) -> int:
+    """DequantizeLinear nodes left on constants: weights an unfused op dequantizes on every run."""
+    constants = {tensor.name for tensor in graph.initializer}
+    return sum(1 for node in graph.node if node.op_type == "DequantizeLinear" and node.input[0] in constants)
+
+
+def _check_provider(provider: str) -> None:
+    import onnxruntime as ort
+
+    from edgeslim.errors import DeviceError
+
+    available = ort.get_available_providers()
+    if provider not in available:
+        raise DeviceError(f"provider {provider!r} is not available in this onnxruntime; "
+                          f"pick one of {', '.join(available)}")
+
+
+def int8_coverage(model, provider: str = "CPUExecutionProvider") -> dict:
+    """How many conv / matmul / gemm / attention nodes onnxruntime runs as integer kernels.
+
+    `model`: an onnx.ModelProto or its serialized bytes. Returns (JSON-serialisable)::
+
+        {"provider": ..., "families": {"conv": {"int8": 37, "float": 0, "float_nodes": []}, ...},
+         "int8": 37, "float": 0, "weights_dequantized_per_run": 0}
+
+    Only the families present appear. The NCHWc layout pass renames the float convolutions it
+    rewrites, so float nodes are named from the ORT_ENABLE_EXTENDED graph (the same QDQ fusions,
+    no layout passes) wherever its counts agree with the executed graph's.
+    """
+    import onnxruntime as ort
+
+    _check_provider(provider)
+    data = _model_bytes(model)
+    executed = optimized_graph(data, provider, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    families = _count_kernels(executed)
+    named = _count_kernels(optimized_graph(data, provider, ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED))
+    for family, entry in families.items():
+        readable = named.get(family)
+        if readable and (readable["int8"], readable["float"]) == (entry["int8"], entry["float"]):
+            entry["float_nodes"] = readable["float_nodes"]
+    ordered = {family: families[family] for family in FAMILIES if family in families}
+    return {"provider": provider, "families": ordered,
+            "int8": sum(entry["int8"] for entry in ordered.values()),
+            "float": sum(entry["float"] for entry in ordered.values()),
+            "weights_dequantized_per_run": _weights_dequantized_per_run(executed)}
+
+
+def _families(cov: dict) -> list[tuple[str, dict]]:
+    """The families of a coverage dict (maybe read from a manifest) that have well-formed counts."""
+    families = cov.get("families") if isinstance(cov, dict) else None
+    if not isinstance(families, dict):
+        return []
+    return [(family, families[family]) for family in FAMILIES
+            if isinstance(families.get(family), dict)
+            and all(isinstance(families[family].get(key), int) for key in ("int8", "float"))]
+
+
+def kernel_counts_text(cov: dict) -> str:
+    """'37/37 conv, 1/1 gemm': integer kernels out of all nodes, per family present."""
+    parts = [f"{entry['int8']}/{entry['int8'] + entry['float']} {family}" for family, entry in _families(cov)]
+    return ", ".join(parts) if parts else "no " + ", ".join(FAMILIES[:-1]) + f" or {FAMILIES[-1]} nodes"
+
+
+def coverage_text(cov: dict) -> str:
+    """'int8 kernels: 37/37 conv, 1/1 gemm'."""
+    return "int8 kernels: " + kernel_counts_text(cov)
+
+
+def float_node_names(cov: dict) -> list[str]:
+    """The names of the nodes left in float, family by family."""
+    names = [entry.get("float_nodes") for _, entry in _families(cov)]
+    return [str(name) for listed in names if isinstance(listed, list) for name in listed]
+
+
+def mostly_float(cov: dict) -> bool:
+    """Whether fewer than half of the quantizable nodes run as integer kernels (False if none)."""
+    int8 = sum(entry["int8"] for _, entry in _families(cov))
+    total = int8 + sum(entry["float"] for _, entry in _families(cov))
+    return 2 * int8 < total
+
+
+def provider_label(cov: dict) -> str:
+    """'cpu' for CPUExecutionProvider, 'cuda' for CUDAExecutionProvider, ..."""
+    provider = str(cov.get("provider") or "?") if isinstance(cov, dict) else "?"
+    return provider.removesuffix("ExecutionProvider").lower()
