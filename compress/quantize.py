@@ -27,15 +27,21 @@ class Int8Config(StepConfig):
     max_accuracy_drop: float | None = None   # accuracy control: points (or a fraction, relative)
     relative: bool = False
     in_float: list = field(default_factory=list)  # layer (node) names kept in float by hand
-    # Which weights use a 7-bit range (see OVERFLOW_FIX). All of them by default, unlike NNCF (first
-    # convolutions only): then every CPU computes what the QDQ graph says, and on the test models the
-    # lost bit cost nothing measurable. "first_layer" or "disable" suit targets with VNNI or ARM.
-    overflow_fix: str = "enable"
+    # Which weights use a 7-bit range (see OVERFLOW_FIX). "auto": the target's instruction set
+    # decides (7-bit on x86 without VNNI, the full range with VNNI or ARM dot products).
+    overflow_fix: str = "auto"
+    # Which INT8 form (see edgeslim.compress.int8_forms): auto builds each, measures them on the
+    # target against the float parent, and keeps the fastest within the allowed accuracy drop.
+    backend: str = "auto"
 
     def check(self) -> None:
+        from edgeslim.compress.int8_forms import BACKENDS
+
         require(self.subset_size >= 1, "int8.subset_size", self.subset_size, "at least 1")
         require(self.preset in ("performance", "mixed"), "int8.preset", self.preset, "'performance' or 'mixed'")
-        check_overflow_fix("int8", self.overflow_fix)
+        if self.overflow_fix != "auto":
+            check_overflow_fix("int8", self.overflow_fix)
+        require(self.backend in BACKENDS, "int8.backend", self.backend, " or ".join(repr(b) for b in BACKENDS))
         if self.max_accuracy_drop is not None:
             require(self.max_accuracy_drop >= 0, "int8.max_accuracy_drop", self.max_accuracy_drop,
                     "0 or more (points of the metric; a fraction with relative)")
@@ -97,14 +103,24 @@ def looks_like_transformer(model) -> bool:
 
 @register_step(Int8Config)
 def int8(model, config: Int8Config, ctx):
-    from edgeslim.compress.sensitivity import Quantizer, accuracy_controlled, allowed_drop
+    from edgeslim.compress.int8_forms import build_form, choose, forms_for, int8_settings, resolved
 
     samples = calibration_samples(ctx, config.subset_size)
+    settings = int8_settings(ctx.target, config.overflow_fix)
+    config = resolved(config, settings)
+    forms = forms_for(config.backend, model)
     log(f"{ctx.candidate}: int8 calibration on {len(samples)} samples"
-        f"{' (transformer rules)' if looks_like_transformer(model) else ''}")
-    ctx.record(calibration_samples=len(samples))
-    if config.max_accuracy_drop is None:
-        return nncf_ptq(model, samples, config)
+        f"{' (transformer rules)' if looks_like_transformer(model) else ''}; forms {', '.join(forms)}; "
+        f"weights {settings['weights']} ({settings['why']})")
+    ctx.record(calibration_samples=len(samples), int8_settings=settings)
+    built = {form: build_form(form, model, samples, config, ctx) for form in forms}
+    return choose(model, built, config, ctx, samples[0])
+
+
+def accuracy_controlled_int8(model, samples: list[dict], config: Int8Config, ctx):
+    """NNCF INT8 with layers returned to float, most sensitive first, until the drop is allowed."""
+    from edgeslim.compress.sensitivity import Quantizer, accuracy_controlled, allowed_drop
+
     quantizer = Quantizer(model, samples, config, ctx)
     result, table = accuracy_controlled(quantizer, config.max_accuracy_drop, config.relative)
     total = len(quantizer.layers)
@@ -121,13 +137,26 @@ def int8(model, config: Int8Config, ctx):
 
 
 def nncf_ptq(model, samples: list[dict], config: Int8Config, in_float: list[str] = ()):
-    """NNCF PTQ of an ONNX model; the config's `in_float` layers and `in_float` stay in float."""
+    """NNCF PTQ of an ONNX model, shaped for onnxruntime; the config's `in_float` layers and
+    `in_float` stay in float.
+
+    NNCF places quantizers for OpenVINO's fusions; ortify moves them to where onnxruntime's CPU
+    selectors fuse each layer into an integer kernel (per-tensor activations are one of those).
+    """
+    from edgeslim.compress.ort_qdq import ortify
+
+    keep = list(dict.fromkeys([*config.in_float, *in_float]))
+    quantized = _nncf_quantize(model, samples, config, keep)
+    return ortify(quantized, samples, keep_float=keep, overflow_fix=config.overflow_fix)
+
+
+def _nncf_quantize(model, samples: list[dict], config: Int8Config, keep: list[str]):
     import nncf
+    from nncf.quantization.advanced_parameters import QuantizationParameters
 
     from edgeslim.compress.sensitivity import quiet_nncf
 
     quiet_nncf()
-    keep = list(dict.fromkeys([*config.in_float, *in_float]))
     overflow_fix = nncf.OverflowFix[config.overflow_fix.upper()]  # ENABLE, FIRST_LAYER, DISABLE
     return nncf.quantize(
         model,
@@ -137,7 +166,8 @@ def nncf_ptq(model, samples: list[dict], config: Int8Config, in_float: list[str]
         fast_bias_correction=config.fast_bias_correction,
         model_type=nncf.ModelType.TRANSFORMER if looks_like_transformer(model) else None,
         ignored_scope=nncf.IgnoredScope(names=keep, validate=False) if keep else None,
-        advanced_parameters=nncf.AdvancedQuantizationParameters(overflow_fix=overflow_fix),
+        advanced_parameters=nncf.AdvancedQuantizationParameters(
+            overflow_fix=overflow_fix, activations_quantization_params=QuantizationParameters(per_channel=False)),
     )
 
 

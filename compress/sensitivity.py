@@ -48,6 +48,10 @@ class Quantizer:
     """NNCF PTQ of one fp32 ONNX model with a chosen set of layers kept in float, and its score."""
 
     def __init__(self, model, samples: list[dict], config, ctx):
+        from edgeslim.compress.int8_forms import int8_settings, resolved
+
+        if config.overflow_fix == "auto":  # the target's instruction set decides the weight range
+            config = resolved(config, int8_settings(ctx.target, config.overflow_fix))
         self.model, self.samples, self.config, self.ctx = model, samples, config, ctx
         self.layers = quantizable_layers(model)
         self.val = ctx.data.need("val", "accuracy-controlled quantization")

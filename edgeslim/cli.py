@@ -95,7 +95,8 @@ def _common_model_options(function):
     return _force_option(function)
 
 
-def _build(model_spec, weights, data_spec, metric_spec, out, name, steps, opset, atol, rtol, force) -> dict:
+def _build(model_spec, weights, data_spec, metric_spec, out, name, steps, opset, atol, rtol, force,
+           device: str = "cpu") -> dict:
     from edgeslim.compress.model_io import load_model
     from edgeslim.export.onnx_export import ExportConfig
     from edgeslim.pipeline import build_bundle
@@ -107,7 +108,7 @@ def _build(model_spec, weights, data_spec, metric_spec, out, name, steps, opset,
     data = load_data(data_spec)
     metric = load_metric(metric_spec)
     return build_bundle(model, steps, data, out, name or out.name, metric, ExportConfig(opset=opset, atol=atol, rtol=rtol),
-                        force=force)
+                        force=force, device=device)
 
 
 def _echo_built(manifest: dict, out: Path) -> None:
@@ -153,22 +154,27 @@ def _bundle_output(out: Path, force: bool):
 @click.option("--qat", "qat_epochs", type=int, help="Quantization-aware training for this many epochs (NNCF), "
               "exported as INT8 QDQ; instead of --quantize int8.")
 @click.option("--qat-lr", type=float, default=1e-4, show_default=True)
-@click.option("--overflow-fix", type=click.Choice(["enable", "first_layer", "disable"]),
+@click.option("--overflow-fix", type=click.Choice(["auto", "enable", "first_layer", "disable"]),
               help="Which INT8 weights get a 7-bit range, so that x86 CPUs without VNNI do not saturate "
-                   "[default: enable; first_layer is NNCF's default; disable suits VNNI and ARM targets].")
+                   "[default: auto, from --device's instruction set: enable without VNNI, disable with VNNI "
+                   "or ARM dot products; first_layer is NNCF's default].")
+@click.option("--int8-backend", type=click.Choice(["auto", "nncf", "ort", "dynamic", "weights"]), default="auto",
+              show_default=True, help="The INT8 form: auto builds each and keeps the fastest on --device within "
+              "the allowed accuracy drop; nncf and ort give integer kernels (NNCF or onnxruntime's quantizer), "
+              "dynamic quantizes matmul activations at run time, weights stores int8 and computes in float.")
 def compress(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol, force, prune_ratio, round_to,
              prune_ignore, distill, epochs, lr, quantize, calibration_samples, max_accuracy_drop, relative, target_size,
-             target_latency, device, qat_epochs, qat_lr, overflow_fix) -> None:
+             target_latency, device, qat_epochs, qat_lr, overflow_fix, int8_backend) -> None:
     """One compressed bundle: prune, distill, quantize, export (to a budget with --target-*)."""
     with _bundle_output(out, force):
         _compress(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol, force, prune_ratio, round_to,
                   prune_ignore, distill, epochs, lr, quantize, calibration_samples, max_accuracy_drop, relative,
-                  target_size, target_latency, device, qat_epochs, qat_lr, overflow_fix)
+                  target_size, target_latency, device, qat_epochs, qat_lr, overflow_fix, int8_backend)
 
 
 def _compress(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol, force, prune_ratio, round_to,
               prune_ignore, distill, epochs, lr, quantize, calibration_samples, max_accuracy_drop, relative,
-              target_size, target_latency, device, qat_epochs, qat_lr, overflow_fix) -> None:
+              target_size, target_latency, device, qat_epochs, qat_lr, overflow_fix, int8_backend) -> None:
     from edgeslim.compress import make_step
 
     if max_accuracy_drop is not None and quantize not in ("none", "int8"):
@@ -177,7 +183,7 @@ def _compress(model_spec, weights, data_spec, metric, out, name, opset, atol, rt
     chosen_fix = {"overflow_fix": overflow_fix} if overflow_fix else {}
     if quantize == "int8" or max_accuracy_drop is not None:
         onnx_step = make_step("int8", {"subset_size": calibration_samples, "max_accuracy_drop": max_accuracy_drop,
-                                       "relative": relative, **chosen_fix})
+                                       "relative": relative, "backend": int8_backend, **chosen_fix})
     elif quantize != "none":
         onnx_step = make_step(quantize)
     if target_size is not None or target_latency is not None:
@@ -190,10 +196,11 @@ def _compress(model_spec, weights, data_spec, metric, out, name, opset, atol, rt
     if distill if distill is not None else bool(prune_ratio):
         steps.append(make_step("distill", {"epochs": epochs, "lr": lr}))
     if qat_epochs is not None:
+        qat_fix = {"overflow_fix": overflow_fix} if overflow_fix not in (None, "auto") else {}
         steps.append(make_step("qat", {"epochs": qat_epochs, "lr": qat_lr, "subset_size": calibration_samples,
-                                       **chosen_fix}))
+                                       **qat_fix}))
     steps += [onnx_step] if onnx_step else []
-    manifest = _build(model_spec, weights, data_spec, metric, out, name, steps, opset, atol, rtol, force)
+    manifest = _build(model_spec, weights, data_spec, metric, out, name, steps, opset, atol, rtol, force, device)
     _echo_built(manifest, out)
     _check_accuracy_control(manifest, out)
 
@@ -280,13 +287,17 @@ def _compress_to_budget(model_spec, weights, data_spec, metric_spec, out, name, 
     if budget.kind == "latency" and not budget.device.startswith("ssh://"):
         round_to = max(round_to, get_profile(budget.device).channel_multiple())
     model, data, metric = load_model(model_spec, weights), load_data(data_spec), load_metric(metric_spec)
-    probe_step = replace(onnx_step, subset_size=32, max_accuracy_drop=None) if onnx_step is not None and onnx_step.name == "int8" else onnx_step
+    # Probes quantize cheaply: 32 samples, and with backend auto the weights form, whose size is
+    # INT8's and whose speed is float's (the final bundle's auto choice is never slower).
+    probe_step = (replace(onnx_step, subset_size=32, max_accuracy_drop=None,
+                          backend="weights" if onnx_step.backend == "auto" else onnx_step.backend)
+                  if onnx_step is not None and onnx_step.name == "int8" else onnx_step)
     ratio = search_ratio(Prober(model, data, budget, probe_step, round_to, metric, target))
     steps = ([make_step("prune", {"ratio": round(ratio, 4), "round_to": round_to}),
               make_step("distill", {"epochs": epochs, "lr": lr})] if ratio > 0 else []) + ([onnx_step] if onnx_step else [])
     check_order(steps)
     manifest = build_bundle(model, steps, data, out, name or out.name, metric, ExportConfig(opset=opset, atol=atol, rtol=rtol),
-                            force=force)
+                            force=force, device=device)
     measured = (manifest["metrics"]["size_bytes"] / 1e6 if budget.kind == "size"
                 else target.latency(out, BenchConfig(runs=300, warmup=30))["p50_ms"])
     result = verdict(budget, measured, ratio)
@@ -420,6 +431,15 @@ def inspect(bundle, as_json) -> None:
     for key in ("size_bytes", "params", "accuracy"):
         if key in metrics:
             click.echo(f"  {key:<11} {metrics[key]:,}" if isinstance(metrics[key], int) else f"  {key:<11} {metrics[key]:.3f}")
+    coverage = metrics.get("int8_coverage") if isinstance(metrics, dict) else None
+    if isinstance(coverage, dict):  # which layers onnxruntime runs as integer kernels, measured at build time
+        from edgeslim.export.kernels import coverage_text, float_node_names
+
+        click.echo(f"  {coverage_text(coverage)}")
+        in_float = float_node_names(coverage)
+        if in_float:
+            more = f" … (+{len(in_float) - 4} more)" if len(in_float) > 4 else ""
+            click.echo(f"  in float: {', '.join(in_float[:4])}{more}")
     versions = ", ".join(f"{k} {v}" for k, v in manifest.get("created_with", {}).items() if v)
     click.echo(f"  made with {versions}")
 

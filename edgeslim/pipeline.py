@@ -21,6 +21,10 @@ class StepContext:
     candidate: str
     input_names: list = field(default_factory=list)
     records: dict = field(default_factory=dict)
+    # The device the bundle is built for: its name and instruction-set features, and a function
+    # that times ONNX models against each other there (None where this host cannot measure it).
+    target: dict = field(default_factory=lambda: {"name": "cpu"})
+    measure: Callable | None = None
 
     def record(self, **facts) -> None:
         """Facts a step measured (parameters before and after, samples used) for the manifest."""
@@ -28,11 +32,13 @@ class StepContext:
 
 
 def build_bundle(base_model, steps: list, data: DataSplits, out_dir: Path, name: str, metric,
-                 export_config=None, torch_cache: dict | None = None, force: bool = False) -> dict:
+                 export_config=None, torch_cache: dict | None = None, force: bool = False,
+                 device: str = "cpu") -> dict:
     """Apply `steps` to a copy of `base_model`, export, quantize, and write the bundle; return its manifest.
 
     `force` writes the bundle beside files of the user's that a folder at `out_dir` holds (see
-    edgeslim.outputs); without it such a folder is refused.
+    edgeslim.outputs); without it such a folder is refused. `device` is the target the bundle is
+    built for: INT8 settings follow its instruction set and INT8 forms are timed there.
 
     `torch_cache` lets candidates that share their torch steps (pruned-kd and pruned-kd-int8) prune
     and distill once.
@@ -44,6 +50,8 @@ def build_bundle(base_model, steps: list, data: DataSplits, out_dir: Path, name:
     export_config = export_config or ExportConfig()
     sample = data.sample_inputs()
     ctx = StepContext(data=data, teacher=base_model, metric=metric, example_inputs=sample, candidate=name)
+    if any(step.stage == "onnx" for step in steps):
+        ctx.target, ctx.measure = build_target(device)
     with Timer() as timer:
         model = _torch_stage(base_model, [s for s in steps if s.stage == "torch"], ctx, torch_cache)
         log(f"{name}: export to ONNX (opset {export_config.opset}, dynamic batch)")
@@ -55,14 +63,87 @@ def build_bundle(base_model, steps: list, data: DataSplits, out_dir: Path, name:
             log(f"{name}: {step.name} {_options(step)}")
             proto = apply_step(proto, step, ctx)
         kernels = _int8_kernel_check(proto, parity_batches, in_names, name)
+        coverage = _int8_coverage(proto, steps, ctx)
     metrics = {"parity": parity, "build_s": round(timer.seconds, 2), **({"int8_kernels": kernels} if kernels else {}),
-               **ctx.records}
+               **({"int8_coverage": coverage} if coverage else {}), **ctx.records}
     compression = [step.to_dict() for step in steps]
     return write_verified_bundle(proto, out_dir, name, compression, metrics, data, metric,
                                  {"export": export_config.to_dict()}, force)
 
 
 QUANTIZED_RTOL = 0.05
+QUANTIZING_STEPS = ("int8", "dynamic", "qat")
+
+
+def _int8_coverage(proto, steps: list, ctx) -> dict | None:
+    """Which convolutions and matmuls onnxruntime runs as integer kernels; warn where most run in float."""
+    from edgeslim.export.kernels import coverage_text, int8_coverage, mostly_float
+
+    if not any(step.name in QUANTIZING_STEPS for step in steps):
+        return None
+    coverage = int8_coverage(proto)
+    form = ctx.records.get("int8_form", {}).get("chosen")
+    log(f"{ctx.candidate}: {coverage_text(coverage)}" + (f" (form {form})" if form else ""))
+    if mostly_float(coverage) and form != "weights":
+        warn(f"{ctx.candidate}: most convolutions and matmuls of this quantized model run in float on "
+             f"onnxruntime's CPU provider ({coverage_text(coverage)}); see the manifest's int8_coverage")
+    return coverage
+
+
+def build_target(device: str) -> tuple[dict, Callable | None]:
+    """The target as the INT8 step sees it: name and features, and how to time models there."""
+    from edgeslim.devices.targets import get_target
+
+    target = get_target(device)
+    if not hasattr(target, "profile"):  # a remote device: its features are not known here
+        return {"name": target.name, "features": []}, _remote_measure(target)
+    profile = target.profile
+    info = {"name": profile.name, "features": list(profile.features), "mode": profile.mode()}
+    if profile.mode() == "estimated":
+        return info, None
+    return info, _local_measure(profile)
+
+
+def _local_measure(profile) -> Callable:
+    """Alternating in one process, with the profile's provider and threads."""
+    import onnxruntime as ort
+
+    from edgeslim.sdk.providers import provider_chain, resolve_provider
+    from edgeslim.sdk.stats import alternating_p50
+
+    def measure(models: dict, feed: dict) -> dict:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if profile.provider == "cpu":
+            options.intra_op_num_threads = profile.thread_count()
+        providers = provider_chain(resolve_provider(profile.provider))
+        sessions = {name: ort.InferenceSession(model.SerializeToString(), options, providers=providers)
+                    for name, model in models.items()}
+        calls = {name: (lambda s=session: s.run(None, feed)) for name, session in sessions.items()}
+        return {"p50_ms": alternating_p50(calls), "where": f"{profile.name}, alternating in one process"}
+
+    return measure
+
+
+def _remote_measure(target) -> Callable:
+    """One after another on the device, each through a temporary bundle (the SDK runs there)."""
+    import tempfile
+
+    from edgeslim.devices.runner import BenchConfig
+    from edgeslim.export.bundle import manifest_for, save_model
+    from edgeslim.outputs import write_json
+
+    def measure(models: dict, feed: dict) -> dict:
+        p50 = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, model in models.items():
+                bundle = Path(tmp) / name
+                bundle.mkdir()
+                write_json(bundle / "manifest.json", manifest_for(model, name, save_model(model, bundle), bundle, [], {}))
+                p50[name] = target.latency(bundle, BenchConfig(runs=200, warmup=20))["p50_ms"]
+        return {"p50_ms": p50, "where": f"{target.name}, one after another"}
+
+    return measure
 
 
 def _int8_kernel_check(proto, batches: list, in_names: list, name: str) -> dict | None:
@@ -148,7 +229,10 @@ def layer_sensitivity(base_model, data: DataSplits, metric, calibration_samples:
     proto, names, _ = export_onnx(copy.deepcopy(base_model).eval(), data.sample_inputs(), ExportConfig())
     ctx = StepContext(data=data, teacher=None, metric=metric, example_inputs=data.sample_inputs(),
                       candidate="sensitivity", input_names=names)
+    from edgeslim.compress.int8_forms import int8_settings, resolved
+
     config = make_step("int8", {"subset_size": calibration_samples})
+    config = resolved(config, int8_settings(build_target("cpu")[0], config.overflow_fix))
     quantizer = Quantizer(proto, samples_of(ctx, calibration_samples), config, ctx)
     all_int8 = quantizer.score(quantizer.quantize([]))
     rows = sensitivity_table(quantizer, all_int8, both=True)
@@ -191,7 +275,7 @@ def _validate_one(bundle, model, data: DataSplits, targets: list, metric, bench_
     entry = {"name": model.name, "bundle": str(bundle), "size_bytes": bundle_size(bundle, model.manifest),
              "params": model.manifest.get("metrics", {}).get("params"), "accuracy": None,
              "accuracy_by_device": {}, "latency": {}, "compression": model.manifest.get("compression", [])}
-    for key in ("accuracy_control", "sensitivity"):  # build-time findings the report shows
+    for key in ("accuracy_control", "sensitivity", "int8_coverage", "int8_form"):  # build-time findings the report shows
         if model.manifest.get("metrics", {}).get(key):
             entry[key] = model.manifest["metrics"][key]
     if data.val:

@@ -93,7 +93,7 @@ def _run_recipe(recipe, out: Path, force: bool) -> dict:
         for index, candidate in enumerate(recipe.candidates, 1):
             log(f"[{index}/{len(recipe.candidates)}] building {candidate.name}")
             build_bundle(model, candidate.steps, data, out / candidate.name, candidate.name, metric, export,
-                         torch_cache, force)
+                         torch_cache, force, device=recipe.devices[0])
             bundles.append(str(out / candidate.name))
         report = validate_bundles(bundles, data, recipe.devices, metric, recipe.metric,
                                   recipe.baseline or recipe.candidates[0].name, bench)

@@ -20,3 +20,27 @@ def summarize(times_ms: list[float], batch: int) -> dict:
         "runs": int(times.size),
         "batch": int(batch),
     }
+
+
+def alternating_p50(calls: dict, rounds: int = 15, runs: int = 20, warmup: int = 10) -> dict:
+    """The median time in ms of each callable, timed in turns within one process.
+
+    This host drifts by tens of percent between runs; timing A then B then A ... in rotating order
+    lets drift hit every candidate alike, so their ratio means something where absolute times do not.
+    """
+    import time
+
+    names = list(calls)
+    for name in names:
+        for _ in range(warmup):
+            calls[name]()
+    times: dict = {name: [] for name in names}
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            call, bucket = calls[name], times[name]
+            for _ in range(runs):
+                started = time.perf_counter()
+                call()
+                bucket.append(time.perf_counter() - started)
+    return {name: float(np.median(values)) * 1000.0 for name, values in times.items()}

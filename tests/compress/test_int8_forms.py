@@ -1,0 +1,97 @@
+"""The INT8 forms and the choice among them: measured on the target, recorded in the manifest.
+
+No timing is asserted here (speed is the benchmark's job); these tests check that every form is
+built, scored and timed, that the choice respects the accuracy rule, that the instruction set
+decides the weight range, and that the integer forms run as integer kernels.
+"""
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from helpers import spec
+from edgeslim.devices.profiles import host_features
+
+
+def _compress(cli, weights, arch, factory, out, *extra):
+    result = cli("compress", "--model", spec(factory), "--weights", weights[arch], "--data", spec("digits"),
+                 "--quantize", "int8", "--calibration-samples", "100", "--out", out, *extra)
+    assert result.exit_code == 0, result.stderr
+    return json.loads((out / "manifest.json").read_text())
+
+
+def test_weights_form_stores_int8_and_runs_the_float_graph(weights):
+    import onnxruntime as ort
+
+    from edgeslim.compress.int8_forms import weights_only
+    from edgeslim.compress.model_io import load_model
+    from edgeslim.export.kernels import int8_coverage
+    from edgeslim.export.onnx_export import ExportConfig, export_onnx
+    from edgeslim.specs import load_data
+
+    data = load_data(spec("digits"))
+    proto, _, _ = export_onnx(load_model(spec("mobilenet"), str(weights["mobilenet"])), data.sample_inputs(),
+                              ExportConfig())
+    small = weights_only(proto, seven_bit=True)
+    assert small.ByteSize() < 0.35 * proto.ByteSize()
+    int8_weights = [t for t in small.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert len(int8_weights) >= 20
+    assert max(int(np.abs(onnx.numpy_helper.to_array(t).astype(np.int32)).max()) for t in int8_weights) <= 63
+    # onnxruntime folds every Cast and Mul of the weights at load: what runs is the float graph.
+    coverage = int8_coverage(small)
+    assert coverage["int8"] == 0 and coverage["weights_dequantized_per_run"] == 0
+    x = data.val[0][0][:16]
+    ref = ort.InferenceSession(proto.SerializeToString()).run(None, {"input": x})[0]
+    got = ort.InferenceSession(small.SerializeToString()).run(None, {"input": x})[0]
+    assert (ref.argmax(1) == got.argmax(1)).mean() >= 0.9
+
+
+def test_auto_measures_every_form_against_the_float_parent(cli, weights, tmp_path):
+    manifest = _compress(cli, weights, "mobilenet", "mobilenet", tmp_path / "auto")
+    form = manifest["metrics"]["int8_form"]
+    print(json.dumps(form, indent=1))
+    assert set(form["forms"]) == {"nncf", "ort", "weights"}      # no MatMul: no dynamic form
+    parent = form["parent"]
+    assert parent["p50_ms"] > 0 and parent["accuracy"] > 90
+    for name, row in form["forms"].items():
+        assert row["p50_ms"] > 0 and row["x_parent"] == pytest.approx(row["p50_ms"] / parent["p50_ms"])
+        assert row["size_bytes"] < 0.6 * parent["size_bytes"], name  # a tiny model: names weigh in
+    chosen = form["forms"][form["chosen"]]
+    assert parent["accuracy"] - chosen["accuracy"] <= 0.01 * parent["accuracy"] + 1e-9
+    fastest = min(row["p50_ms"] for row in form["forms"].values()
+                  if parent["accuracy"] - row["accuracy"] <= 0.01 * parent["accuracy"] + 1e-9)
+    assert chosen["p50_ms"] <= fastest * 1.02 + 1e-12
+    assert "alternating in one process" in form["measured_on"]
+    assert "int8_coverage" in manifest["metrics"]
+
+
+def test_transformers_also_try_dynamic_int8(cli, weights, tmp_path):
+    form = _compress(cli, weights, "transformer", "transformer", tmp_path / "auto")["metrics"]["int8_form"]
+    assert "dynamic" in form["forms"] and form["forms"]["dynamic"]["accuracy"] > 85
+
+
+@pytest.mark.parametrize("backend", ["nncf", "ort"])
+def test_integer_forms_run_as_integer_kernels(cli, weights, tmp_path, backend):
+    manifest = _compress(cli, weights, "mobilenet", "mobilenet", tmp_path / backend, "--int8-backend", backend)
+    coverage = manifest["metrics"]["int8_coverage"]["families"]
+    assert coverage["conv"]["float"] == 0 and coverage["conv"]["int8"] == 21
+    assert coverage["gemm"]["int8"] == 1
+    assert manifest["metrics"]["int8_form"]["chosen"] == backend
+
+
+@pytest.mark.parametrize("device, bits, chosen", [("rpi5", "8-bit", "nncf"), ("rpi4", "7-bit", "weights")])
+def test_the_targets_instruction_set_decides(cli, weights, tmp_path, device, bits, chosen):
+    """Boards this host cannot emulate are not timed: int8 dot products (rpi5) get integer kernels
+    with full-range weights; without them (rpi4) int8 storage at float speed."""
+    manifest = _compress(cli, weights, "cnn", "small_cnn", tmp_path / device, "--device", device)
+    settings, form = manifest["metrics"]["int8_settings"], manifest["metrics"]["int8_form"]
+    assert bits in settings["weights"] and settings["target"] == device
+    assert form["chosen"] == chosen and "not measured" in form["why"]
+
+
+def test_this_hosts_settings_follow_its_features(cli, weights, tmp_path):
+    settings = _compress(cli, weights, "cnn", "small_cnn", tmp_path / "host", "--int8-backend", "weights")
+    settings = settings["metrics"]["int8_settings"]
+    wide = bool(set(host_features()) & {"avx512_vnni", "avx_vnni", "asimddp"})
+    assert settings["overflow_fix"] == ("disable" if wide else "enable")
