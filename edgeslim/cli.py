@@ -440,6 +440,14 @@ def inspect(bundle, as_json) -> None:
         if in_float:
             more = f" … (+{len(in_float) - 4} more)" if len(in_float) > 4 else ""
             click.echo(f"  in float: {', '.join(in_float[:4])}{more}")
+    form = metrics.get("int8_form") if isinstance(metrics, dict) else None
+    if isinstance(form, dict) and form.get("chosen"):
+        from edgeslim.report.markdown import form_text
+
+        click.echo(f"  int8{form_text(form).removeprefix(';')}")
+    settings = metrics.get("int8_settings") if isinstance(metrics, dict) else None
+    if isinstance(settings, dict):
+        click.echo(f"  int8 weights {settings.get('weights')} for {settings.get('target')} ({settings.get('why')})")
     versions = ", ".join(f"{k} {v}" for k, v in manifest.get("created_with", {}).items() if v)
     click.echo(f"  made with {versions}")
 

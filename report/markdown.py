@@ -67,10 +67,21 @@ def _kernel_lines(report: dict) -> str:
     lines = []
     for entry in measured:
         coverage = entry["int8_coverage"]
-        warning = " (**mostly float**: the INT8 graph computes in float here)" if mostly_float(coverage) else ""
+        form = entry.get("int8_form") if isinstance(entry.get("int8_form"), dict) else {}
+        if form.get("chosen") == "weights":
+            warning = " (int8 weights, float compute: chosen because integer kernels did not pay on the target)"
+        else:
+            warning = " (**mostly float**: the INT8 graph computes in float here)" if mostly_float(coverage) else ""
         lines.append(f"- int8 kernels ({provider_label(coverage)}): `{entry['name']}`: "
-                     f"{kernel_counts_text(coverage)}{warning}")
+                     f"{kernel_counts_text(coverage)}{warning}{form_text(form)}")
     return "\n".join(lines) + "\n"
+
+
+def form_text(form: dict) -> str:
+    """The INT8 form chosen at build, and why (its speed against the float parent where measured)."""
+    if not form.get("chosen"):
+        return ""
+    return f"; form `{form['chosen']}`: {form.get('why', '')}"
 
 
 def _slower_lines(report: dict) -> str:
