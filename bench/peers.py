@@ -514,18 +514,6 @@ def _quantize_peers(fp32_path: Path, samples: list[dict], transformer: bool, fol
     return failed
 
 
-CONV_LIKE = {
-    "Conv": ("conv", False), "FusedConv": ("conv", False), "NhwcConv": ("conv", False),
-    "NhwcFusedConv": ("conv", False), "ConvTranspose": ("conv", False),
-    "QLinearConv": ("conv", True), "ConvInteger": ("conv", True), "QLinearConvTranspose": ("conv", True),
-    "MatMul": ("matmul", False), "FusedMatMul": ("matmul", False), "TransposeMatMul": ("matmul", False),
-    "QLinearMatMul": ("matmul", True), "MatMulInteger": ("matmul", True), "MatMulIntegerToFloat": ("matmul", True),
-    "DynamicQuantizeMatMul": ("matmul", True), "MatMulNBits": ("matmul", True),
-    "Gemm": ("gemm", False), "FusedGemm": ("gemm", False), "QGemm": ("gemm", True),
-    "Attention": ("attention", False), "MultiHeadAttention": ("attention", False), "QAttention": ("attention", True),
-}
-
-
 def coverage_of(model_bytes: bytes) -> tuple[dict | None, str]:
     """edgeslim's count of integer and float kernels in onnxruntime's optimized CPU graph."""
     from edgeslim.export.kernels import int8_coverage

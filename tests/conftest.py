@@ -65,6 +65,19 @@ def cnn_bundles(tmp_path_factory, weights, cli):
 
 
 @pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    """A real OpenSSH server on 127.0.0.1 (installed if missing), stopped after the session."""
+    from sshd import LoopbackSshd, ensure_installed
+
+    reason = ensure_installed()
+    if reason:
+        pytest.skip(reason)
+    server = LoopbackSshd(tmp_path_factory.mktemp("sshd")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def torch_free_python(tmp_path_factory):
     """A Python that holds numpy, onnxruntime and the torch-free part of edgeslim, nothing else.
 

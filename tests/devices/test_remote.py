@@ -5,17 +5,7 @@ import time
 import pytest
 
 from helpers import spec
-from sshd import LoopbackSshd, ensure_installed, free_port
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    reason = ensure_installed()
-    if reason:
-        pytest.skip(reason)
-    server = LoopbackSshd(tmp_path_factory.mktemp("sshd")).start()
-    yield server
-    server.stop()
+from sshd import free_port
 
 
 def test_remote_validation_matches_the_local_run(cli, cnn_bundles, sshd, torch_free_python, tmp_path):

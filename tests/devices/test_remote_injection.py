@@ -12,20 +12,9 @@ import pytest
 from edgeslim.devices.remote import RemoteTarget
 from edgeslim.errors import DeviceError
 from helpers import spec
-from sshd import LoopbackSshd, ensure_installed
 
 PAYLOAD = "touch${IFS}pwned"  # relative: the file lands in the cwd, which is tmp_path
 PROXY = f"-oProxyCommand={PAYLOAD}"
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    reason = ensure_installed()
-    if reason:
-        pytest.skip(reason)
-    server = LoopbackSshd(tmp_path_factory.mktemp("sshd")).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
