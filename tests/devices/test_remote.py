@@ -61,3 +61,17 @@ def test_a_remote_without_edgeslim_says_so(cli, cnn_bundles, sshd, tmp_path):
                  "--out", tmp_path / "r.json")
     assert result.exit_code == 2
     assert "cannot import edgeslim.sdk with /bin/false" in result.stderr
+
+
+def test_int8_forms_are_timed_on_the_remote_device(cli, weights, sshd, torch_free_python, tmp_path):
+    """--device ssh://...: each INT8 form runs on the device through the SDK there, one after another."""
+    out = tmp_path / "int8"
+    result = cli("compress", "--model", spec("small_cnn"), "--weights", weights["cnn"], "--data", spec("digits"),
+                 "--quantize", "int8", "--calibration-samples", "64", "--device", sshd.url(torch_free_python),
+                 "--out", out)
+    assert result.exit_code == 0, result.stderr
+    metrics = json.loads((out / "manifest.json").read_text())["metrics"]
+    form = metrics["int8_form"]
+    assert "one after another" in form["measured_on"] and form["parent"]["p50_ms"] > 0
+    assert all(row["p50_ms"] > 0 for row in form["forms"].values())
+    assert metrics["int8_settings"]["weights"].endswith("7-bit range")  # features unknown: the safe range
