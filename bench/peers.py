@@ -330,7 +330,7 @@ def checks(models: dict) -> dict:
         check(f"{label}: at least 90% of INT8's convolutions run as integer kernels, unless measurement sent "
               "them back to float (the manifest says so)", bool(conv and conv[0] >= 0.9 * conv[1]) or sent_back,
               (f"{conv[0]}/{conv[1]}" if conv else "no coverage figure")
-              + (f"; form weights chosen: integer forms timed at "
+              + ("; form weights chosen: integer forms timed at "
                  + ", ".join(f"{n} {x:.2f}x" for n, x in integer.items() if x) + " the float parent" if sent_back else ""))
     label = "all-MiniLM-L6-v2"
     if label in models:
@@ -429,19 +429,11 @@ def child_train(key: str, weights: Path, epochs: int, lr: float) -> None:
     os.replace(tmp, weights)
 
 
-def _wrap(proto, folder: Path, name: str, compression: list) -> None:
-    """A peer's model as an edgeslim bundle: model.onnx and a manifest the SDK reads."""
-    from edgeslim.export.bundle import manifest_for, save_model
-    from edgeslim.outputs import write_json
-
-    folder.mkdir(parents=True, exist_ok=True)
-    files = save_model(proto, folder)
-    write_json(folder / "manifest.json", manifest_for(proto, name, files, folder, compression, {}))
-
-
 def _quantize_peers(fp32_path: Path, samples: list[dict], transformer: bool, folder: Path, tmp: Path) -> dict:
     """Each peer's model written as a bundle under `folder`; {name: failure line} for those that failed."""
     import logging
+
+    from edgeslim.export.bundle import write_unverified_bundle
 
     import onnx
     import onnxruntime
@@ -456,7 +448,7 @@ def _quantize_peers(fp32_path: Path, samples: list[dict], transformer: bool, fol
         try:
             proto, compression = make()
             compression["seconds"] = round(time.perf_counter() - started, 1)
-            _wrap(proto, folder / name, name, [compression])
+            write_unverified_bundle(proto, folder / name, name, [compression])  # what the SDK reads
         except Exception as exc:  # a peer that cannot quantize this model is a finding, not a crash
             failed[name] = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
         print(f"{name}: {'failed: ' + failed[name] if name in failed else 'done'} "

@@ -90,7 +90,7 @@ def _ort(model, samples, config, ctx):
                         weight_type=QuantType.QInt8, nodes_to_exclude=list(config.in_float),
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
 
-    return _through_files(model, quantize)
+    return through_files(model, quantize)
 
 
 def _dynamic(model, samples, config, ctx):
@@ -101,23 +101,29 @@ def _dynamic(model, samples, config, ctx):
                          reduce_range=config.overflow_fix == "enable", op_types_to_quantize=DYNAMIC_OPS,
                          nodes_to_exclude=list(config.in_float))
 
-    return _through_files(model, quantize)
+    return through_files(model, quantize)
 
 
-def _through_files(model, quantize):
-    """onnxruntime's quantizers read and write files; shape inference first, as they advise."""
+def through_files(model, quantize, prepare: bool = True):
+    """onnxruntime's quantizers read and write files; `prepare`: shape inference first, as they advise."""
     import onnx
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory() as tmp:
-        source, prepared, target = (Path(tmp) / name for name in ("in.onnx", "prepared.onnx", "out.onnx"))
+        source, target = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
         onnx.save(model, source)
-        try:
-            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
-        except Exception:  # noqa: BLE001 - the pre-pass is an aid; quantization works without it
-            prepared = source
+        prepared = _prepared(source, Path(tmp) / "prepared.onnx") if prepare else source
         quantize(str(prepared), str(target))
         return onnx.load(target)
+
+
+def _prepared(source: Path, prepared: Path) -> Path:
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
+    except Exception:  # noqa: BLE001 - the pre-pass is an aid; quantization works without it
+        return source
+    return prepared
 
 
 def _weights(model, samples, config, ctx):

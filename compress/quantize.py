@@ -6,9 +6,7 @@ QuantizeLinear/DequantizeLinear pairs that onnxruntime fuses into integer kernel
 """
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -173,14 +171,14 @@ def _nncf_quantize(model, samples: list[dict], config: Int8Config, keep: list[st
 
 @register_step(DynamicConfig)
 def dynamic(model, config: DynamicConfig, ctx):
-    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with tempfile.TemporaryDirectory() as tmp:
-        source, target = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
-        onnx.save(model, source)
+    from edgeslim.compress.int8_forms import through_files
+
+    def quantize(source, target):
         quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=config.per_channel)
-        return onnx.load(target)
+
+    return through_files(model, quantize, prepare=False)
 
 
 @register_step(Fp16Config)

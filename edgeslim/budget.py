@@ -76,14 +76,10 @@ class Prober:
         return len(proto.SerializeToString()) / 1e6
 
     def _latency_ms(self, proto) -> float:
-        from edgeslim.export.bundle import manifest_for, save_model
-        from edgeslim.outputs import write_json
+        from edgeslim.export.bundle import write_unverified_bundle
 
         with tempfile.TemporaryDirectory() as tmp:
-            bundle = Path(tmp) / "probe"
-            bundle.mkdir()
-            files = save_model(proto, bundle)
-            write_json(bundle / "manifest.json", manifest_for(proto, "probe", files, bundle, [], {}))
+            bundle = write_unverified_bundle(proto, Path(tmp) / "probe", "probe")
             return self.target.latency(bundle, self.bench)["p50_ms"]
 
 

@@ -91,8 +91,8 @@ def _jsonable(value):
 
 # -- what edgeslim may replace --------------------------------------------------------------------
 
-def _json_format(path: Path) -> str | None:
-    """The `format` of an edgeslim JSON document at `path`, or None for anything else."""
+def _edgeslim_document(path: Path) -> dict | None:
+    """The edgeslim JSON document at `path` (its `format` starts with edgeslim-), or None for anything else."""
     try:
         if path.is_symlink() or not path.is_file() or path.stat().st_size > _PEEK_BYTES:
             return None
@@ -100,7 +100,7 @@ def _json_format(path: Path) -> str | None:
     except (OSError, ValueError, RecursionError):
         return None
     found = document.get("format") if isinstance(document, dict) else None
-    return found if isinstance(found, str) and found.startswith("edgeslim-") else None
+    return document if isinstance(found, str) and found.startswith("edgeslim-") else None
 
 
 def _is_marked(path: Path) -> bool:
@@ -115,15 +115,15 @@ def owned_file(path: Path, kind: str) -> bool:
     """Whether the file at `path` is an edgeslim document of `kind` that edgeslim may replace."""
     if path.is_symlink() or not path.is_file():
         return False
-    return _json_format(path) is not None if kind == "json" else _is_marked(path)
+    return _edgeslim_document(path) is not None if kind == "json" else _is_marked(path)
 
 
 def bundle_files(folder: Path) -> set[str] | None:
     """The names an edgeslim bundle at `folder` consists of, or None if it is no bundle."""
-    manifest = folder / "manifest.json"
-    if not (_json_format(manifest) or "").startswith("edgeslim-bundle/"):
+    manifest = _edgeslim_document(folder / "manifest.json")
+    if manifest is None or not manifest["format"].startswith("edgeslim-bundle/"):
         return None
-    listed = json.loads(manifest.read_text()).get("sha256") or {}
+    listed = manifest.get("sha256") if isinstance(manifest.get("sha256"), dict) else {}
     return {"manifest.json", *(name for name in listed if isinstance(name, str) and "/" not in name)}
 
 

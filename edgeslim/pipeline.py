@@ -132,16 +132,13 @@ def _remote_measure(target) -> Callable:
     import tempfile
 
     from edgeslim.devices.runner import BenchConfig
-    from edgeslim.export.bundle import manifest_for, save_model
-    from edgeslim.outputs import write_json
+    from edgeslim.export.bundle import write_unverified_bundle
 
     def measure(models: dict, feed: dict) -> dict:
         p50 = {}
         with tempfile.TemporaryDirectory() as tmp:
             for name, model in models.items():
-                bundle = Path(tmp) / name
-                bundle.mkdir()
-                write_json(bundle / "manifest.json", manifest_for(model, name, save_model(model, bundle), bundle, [], {}))
+                bundle = write_unverified_bundle(model, Path(tmp) / name, name)
                 p50[name] = target.latency(bundle, BenchConfig(runs=200, warmup=20))["p50_ms"]
         return {"p50_ms": p50, "where": f"{target.name}, one after another"}
 
@@ -230,11 +227,8 @@ def layer_sensitivity(base_model, data: DataSplits, metric, calibration_samples:
 
     proto, names, _ = export_onnx(copy.deepcopy(base_model).eval(), data.sample_inputs(), ExportConfig())
     ctx = StepContext(data=data, teacher=None, metric=metric, example_inputs=data.sample_inputs(),
-                      candidate="sensitivity", input_names=names)
-    from edgeslim.compress.int8_forms import int8_settings, resolved
-
+                      candidate="sensitivity", input_names=names, target=build_target("cpu")[0])
     config = make_step("int8", {"subset_size": calibration_samples})
-    config = resolved(config, int8_settings(build_target("cpu")[0], config.overflow_fix))
     quantizer = Quantizer(proto, samples_of(ctx, calibration_samples), config, ctx)
     all_int8 = quantizer.score(quantizer.quantize([]))
     rows = sensitivity_table(quantizer, all_int8, both=True)

@@ -36,6 +36,17 @@ def save_model(model, directory: Path) -> list[str]:
     return [MODEL_FILE] + ([f"{MODEL_FILE}.data"] if external else [])
 
 
+def write_unverified_bundle(model, folder: Path, name: str, compression: list = ()) -> Path:
+    """model.onnx and a manifest in `folder`, with no accuracy pass: for probes and timing runs
+    (a budget probe, an INT8 form timed on a remote device, a peer's model in the bench)."""
+    from edgeslim.outputs import write_json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    files = save_model(model, folder)
+    write_json(folder / "manifest.json", manifest_for(model, name, files, folder, list(compression), {}))
+    return folder
+
+
 def manifest_for(model, name: str, files: list[str], directory: Path, compression: list[dict],
                  metrics: dict, extra: dict | None = None) -> dict:
     lint(model)
