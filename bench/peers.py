@@ -414,9 +414,9 @@ def _spec(key: str) -> PeerModel:
 def child_train(key: str, weights: Path, epochs: int, lr: float) -> None:
     import torch
 
-    from edgeslim.compress.model_io import load_model
     from edgeslim.compress.train import FitOptions, fit
-    from edgeslim.specs import load_data, load_metric
+    from edgeslim.core.model_io import load_model
+    from edgeslim.core.specs import load_data, load_metric
 
     spec = _spec(key)
     model = load_model(spec.model)
@@ -433,12 +433,18 @@ def _quantize_peers(fp32_path: Path, samples: list[dict], transformer: bool, fol
     """Each peer's model written as a bundle under `folder`; {name: failure line} for those that failed."""
     import logging
 
-    from edgeslim.export.bundle import write_unverified_bundle
-
     import onnx
     import onnxruntime
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from edgeslim.export.bundle import write_unverified_bundle
 
     failed = {}
     ort = {"onnxruntime": onnxruntime.__version__}
@@ -519,12 +525,12 @@ def child_peers(key: str, folder: Path, calibration: int) -> None:
     from types import SimpleNamespace
 
     from edgeslim.compress.quantize import calibration_samples
-    from edgeslim.data import feed_for
+    from edgeslim.core.data import feed_for
+    from edgeslim.core.outputs import write_json
+    from edgeslim.core.specs import load_data, load_metric
     from edgeslim.devices.accuracy import evaluate
-    from edgeslim.outputs import write_json
     from edgeslim.sdk import load
     from edgeslim.sdk.bundle import bundle_size, read_manifest
-    from edgeslim.specs import load_data, load_metric
 
     spec = _spec(key)
     data, metric = load_data(spec.data), load_metric(spec.metric)

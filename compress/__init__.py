@@ -3,8 +3,7 @@
 Importing this package registers every step; torch, nncf and torch-pruning are imported lazily
 inside the handlers, so configs can be parsed on a machine without them.
 """
-from edgeslim.compress.registry import (StepConfig, apply_step, check_order, make_step,
-                                        register_step, step_names)
-from edgeslim.compress import prune, distill, quantize, qat  # noqa: F401  (registration)
+from edgeslim.compress import distill, prune, qat, quantize  # noqa: F401  (registration)
+from edgeslim.compress.registry import StepConfig, apply_step, check_order, make_step, register_step, step_names
 
 __all__ = ["StepConfig", "apply_step", "check_order", "make_step", "register_step", "step_names"]

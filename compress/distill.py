@@ -37,7 +37,7 @@ def checkpoint_path(ctx, config: DistillConfig):
     import hashlib
     import json
 
-    from edgeslim.run import cache_dir
+    from edgeslim.core.outputs import cache_dir
 
     key = hashlib.sha256(json.dumps({"candidate": ctx.candidate, "config": config.to_dict()},
                                     sort_keys=True).encode()).hexdigest()[:16]

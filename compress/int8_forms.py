@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeslim.progress import log, warn
+from edgeslim.core.progress import log, warn
 
 FORMS = ("nncf", "ort", "dynamic", "weights")
 BACKENDS = ("auto", *FORMS)

@@ -40,7 +40,7 @@ from collections import defaultdict
 import numpy as np
 
 from edgeslim.compress.registry import require
-from edgeslim.progress import log
+from edgeslim.core.progress import log
 
 OVERFLOW_FIX_MODES = ("enable", "first_layer", "disable")
 SHAPE_OPS = frozenset({"Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose"})

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from edgeslim.compress.registry import StepConfig, register_step, require
-from edgeslim.progress import log
+from edgeslim.core.progress import log
 
 
 @dataclass
@@ -36,7 +36,7 @@ def output_layers(model, example_inputs) -> list:
     """
     import torch
 
-    from edgeslim.compress.model_io import run_model
+    from edgeslim.core.model_io import run_model
 
     prunable = (torch.nn.Linear, torch.nn.modules.conv._ConvNd)
     produced = []
@@ -69,7 +69,7 @@ def prune(model, config: PruneConfig, ctx):
     import torch
     import torch_pruning as tp
 
-    from edgeslim.compress.model_io import count_params, to_args
+    from edgeslim.core.model_io import count_params, to_args
 
     example = ctx.example_inputs
     args, kwargs = to_args(example)
@@ -78,7 +78,7 @@ def prune(model, config: PruneConfig, ctx):
     modules = dict(model.named_modules())
     unknown = [name for name in config.ignore if name not in modules]
     if unknown:
-        from edgeslim.errors import ConfigError
+        from edgeslim.core.errors import ConfigError
 
         raise ConfigError(f"prune.ignore names {unknown[0]!r}, which is not a module of the model; "
                           f"modules are named like {list(modules)[1:4]}")
@@ -95,7 +95,7 @@ def prune(model, config: PruneConfig, ctx):
         with torch.no_grad():
             pruner.step()
     except (IndexError, RuntimeError, ValueError) as exc:
-        from edgeslim.errors import ConfigError
+        from edgeslim.core.errors import ConfigError
 
         raise ConfigError(f"torch-pruning could not prune this model ({type(exc).__name__}: {exc}); a layer whose "
                           "output is flattened into a concatenation is a known case: keep it whole with "

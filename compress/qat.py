@@ -17,7 +17,7 @@ from typing import ClassVar
 
 from edgeslim.compress.quantize import check_overflow_fix
 from edgeslim.compress.registry import StepConfig, register_step, require
-from edgeslim.progress import log
+from edgeslim.core.progress import log
 
 
 @dataclass
@@ -155,15 +155,15 @@ def qat(model, config: QatConfig, ctx):
     import nncf
     import torch
 
-    from edgeslim.compress.model_io import to_args
     from edgeslim.compress.sensitivity import quiet_nncf
     from edgeslim.compress.train import FitOptions, evaluate_torch, fit
+    from edgeslim.core.model_io import to_args
 
     quiet_nncf()
     try:
         import torchao  # noqa: F401  (nncf.strip to torch's native quantize ops needs it)
     except ImportError:
-        from edgeslim.errors import ConfigError
+        from edgeslim.core.errors import ConfigError
 
         raise ConfigError("quantization-aware training needs torchao to export QDQ; "
                           "install it with `pip install 'edgeslim[compress]'` or `pip install torchao`") from None

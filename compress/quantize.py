@@ -12,7 +12,7 @@ from typing import ClassVar
 import numpy as np
 
 from edgeslim.compress.registry import StepConfig, register_step, require
-from edgeslim.progress import log
+from edgeslim.core.progress import log
 
 
 @dataclass
@@ -80,7 +80,7 @@ class Fp16Config(StepConfig):
 
 def calibration_samples(ctx, limit: int) -> list[dict]:
     """Single-sample feeds cut from the calibration batches, at most `limit` of them."""
-    from edgeslim.data import feed_for
+    from edgeslim.core.data import feed_for
 
     samples = []
     for inputs in ctx.data.calibration_inputs():

@@ -23,19 +23,15 @@ the exact config goes into every manifest and report.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
-from edgeslim.errors import ConfigError
+from edgeslim.core.errors import ConfigError, require  # noqa: F401 (steps import require from here)
 
 STAGES = ("torch", "onnx")
-_CONFIGS: dict[str, type["StepConfig"]] = {}
+_CONFIGS: dict[str, type[StepConfig]] = {}
 _HANDLERS: dict[type, Callable] = {}
-
-
-def require(condition: bool, field: str, value: Any, rule: str) -> None:
-    if not condition:
-        raise ConfigError(f"{field}={value!r} is not allowed: it must be {rule}")
 
 
 @dataclass
@@ -56,7 +52,7 @@ class StepConfig:
         return {"step": self.name, **dataclasses.asdict(self)}
 
     @classmethod
-    def from_dict(cls, params: dict | None) -> "StepConfig":
+    def from_dict(cls, params: dict | None) -> StepConfig:
         params = dict(params or {})
         params.pop("step", None)
         fields = {field.name: field for field in dataclasses.fields(cls)}

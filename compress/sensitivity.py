@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeslim.progress import log
+from edgeslim.core.progress import log
 
 QUANTIZABLE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -25,7 +25,7 @@ def evaluate_proto(model, batches: list, input_names: list[str], metric) -> floa
     """The metric of an in-memory ONNX model on (inputs, labels) batches, through onnxruntime."""
     import onnxruntime as ort
 
-    from edgeslim.data import feed_for, to_numpy
+    from edgeslim.core.data import feed_for, to_numpy
 
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     outputs, labels = [], []

@@ -1,15 +1,15 @@
 """The fine-tuning loop shared by teacher training and distillation."""
 from __future__ import annotations
 
-import random
 import hashlib
 import os
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from edgeslim.progress import Timer, log
+from edgeslim.core.progress import Timer, log
 
 
 @dataclass
@@ -48,8 +48,8 @@ def distillation_loss(student_logits, teacher_logits, labels, options: FitOption
 def evaluate_torch(model, batches, metric) -> float:
     import torch
 
-    from edgeslim.compress.model_io import run_model
-    from edgeslim.data import to_numpy
+    from edgeslim.core.data import to_numpy
+    from edgeslim.core.model_io import run_model
 
     model.eval()
     device = next(model.parameters()).device
@@ -66,7 +66,7 @@ class FeatureMatcher:
     1x1 adapter (pruned widths differ from the teacher's), match the teacher's by mean squared error."""
 
     def __init__(self, student, teacher, names: list[str], device):
-        from edgeslim.errors import ConfigError
+        from edgeslim.core.errors import ConfigError
 
         self.names, self.device = list(names), device
         self.student_out, self.teacher_out, self.adapters, self.hooks = {}, {}, {}, []
@@ -128,7 +128,7 @@ def fit(model, train, options: FitOptions, label: str, teacher=None, val=None, m
 
     import torch
 
-    from edgeslim.compress.model_io import run_model, training_device
+    from edgeslim.core.model_io import run_model, training_device
 
     device = training_device(options.device)
     model.to(device)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeslim.data import feed_for, to_numpy
-from edgeslim.errors import InputError, SpecError
+from edgeslim.core.data import feed_for, to_numpy
+from edgeslim.core.errors import InputError, SpecError
 
 
 def first_output(result):

@@ -12,7 +12,7 @@ import os
 import platform
 from dataclasses import asdict, dataclass, field
 
-from edgeslim.errors import DeviceError
+from edgeslim.core.errors import DeviceError
 
 
 def host_cores() -> int:

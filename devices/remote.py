@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeslim.errors import BundleError, DeviceError, InputError
+from edgeslim.core.errors import BundleError, DeviceError, InputError
 
 CONNECT_TIMEOUT_S = 10
 MAX_THREADS = 1024
@@ -300,7 +300,7 @@ class RemoteTarget:
         return stats
 
     def accuracy(self, bundle, data, metric) -> float:
-        from edgeslim.data import feed_for, to_numpy
+        from edgeslim.core.data import feed_for, to_numpy
         from edgeslim.sdk import read_manifest
 
         names = [spec["name"] for spec in read_manifest(bundle)["inputs"]]

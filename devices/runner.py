@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
 
+from edgeslim.core.errors import DeviceError, EdgeslimError
 from edgeslim.devices.profiles import DeviceProfile
-from edgeslim.errors import DeviceError, EdgeslimError
 
 
 @dataclass
@@ -30,10 +29,7 @@ def measure_latency(bundle: str, profile: DeviceProfile, config: BenchConfig) ->
                "--cores", str(pinned or 0), "--runs", str(config.runs),
                "--warmup", str(config.warmup), "--batch", str(config.batch), "--io", config.io]
     try:
-        # PYTHONSAFEPATH: a checkout's edgeslim/ folder in the working directory must not shadow
-        # the installed package (it lacks the subpackages, which live in sdk/, devices/, ...).
-        done = subprocess.run(command, capture_output=True, text=True, timeout=config.timeout_s,
-                              env=dict(os.environ, PYTHONSAFEPATH="1"))
+        done = subprocess.run(command, capture_output=True, text=True, timeout=config.timeout_s)
     except subprocess.TimeoutExpired:
         raise DeviceError(f"benchmark of {bundle} on '{profile.name}' took over {config.timeout_s:.0f} s; "
                           "lower --runs or check the device") from None

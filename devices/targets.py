@@ -64,7 +64,7 @@ def estimate_latency(bundle, board: DeviceProfile, config: BenchConfig) -> dict:
 
 def get_target(name: str):
     """A device name from `edgeslim devices`, or ssh://[user@]host[:port] for a remote device."""
-    from edgeslim.errors import DeviceError
+    from edgeslim.core.errors import DeviceError
 
     if not isinstance(name, str):
         raise DeviceError(f"a device must be a name such as 'cpu' or an ssh:// URL, got {type(name).__name__} "

@@ -29,7 +29,7 @@ def main(argv=None) -> int:
         allowed = sorted(os.sched_getaffinity(0))
         os.sched_setaffinity(0, allowed[:args.cores])
 
-    from edgeslim.errors import EdgeslimError
+    from edgeslim.core.errors import EdgeslimError
     from edgeslim.sdk import load
 
     if args.predict:

@@ -1,29 +1,16 @@
 """What goes into a bundle: model.onnx (and external data) and its manifest.
 
-Writing the folder safely (staging, atomic swap, locks) is edgeslim.outputs' job."""
+Writing the folder safely (staging, atomic swap, locks) is edgeslim.core.outputs' job."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from edgeslim import __version__
+from edgeslim.core.version import package_versions
 from edgeslim.export.graph import count_params, lint, op_counts, tensor_specs
 from edgeslim.sdk.bundle import BUNDLE_FORMAT, MODEL_FILE, sha256_of
 
 # Above this the protobuf limit (2 GiB) is near: weights go to an external data file.
 EXTERNAL_DATA_BYTES = 1 << 30
-
-
-def package_versions() -> dict:
-    """Versions of the libraries that shaped a bundle, read without importing them."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {"edgeslim": __version__}
-    for name in ("torch", "onnx", "onnxruntime", "nncf", "torch-pruning"):
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = None
-    return found
 
 
 def save_model(model, directory: Path) -> list[str]:
@@ -39,7 +26,7 @@ def save_model(model, directory: Path) -> list[str]:
 def write_unverified_bundle(model, folder: Path, name: str, compression: list = ()) -> Path:
     """model.onnx and a manifest in `folder`, with no accuracy pass: for probes and timing runs
     (a budget probe, an INT8 form timed on a remote device, a peer's model in the bench)."""
-    from edgeslim.outputs import write_json
+    from edgeslim.core.outputs import write_json
 
     folder.mkdir(parents=True, exist_ok=True)
     files = save_model(model, folder)

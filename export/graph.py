@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeslim.errors import ExportError
+from edgeslim.core.errors import ExportError
 
 # Operator domains that stock onnxruntime runs; anything else is a custom op it cannot load.
 RUNNABLE_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}

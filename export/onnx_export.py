@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgeslim.errors import ExportError, SpecError
+from edgeslim.core.errors import ExportError, SpecError
+from edgeslim.core.progress import log
 from edgeslim.export.graph import is_quantized
-from edgeslim.progress import log
 
 
 @dataclass
@@ -51,7 +51,7 @@ def export_onnx(model, sample_inputs, config: ExportConfig):
     import onnx
     import torch
 
-    from edgeslim.compress.model_io import run_model, to_args
+    from edgeslim.core.model_io import run_model, to_args
 
     model.eval()
     args, kwargs = to_args(sample_inputs)
@@ -100,7 +100,7 @@ def check_int8_kernels(proto, batches: list, names: list[str], batch_limit: int 
     """
     import onnxruntime as ort
 
-    from edgeslim.data import feed_for
+    from edgeslim.core.data import feed_for
 
     if not is_quantized(proto):
         return None
@@ -120,8 +120,8 @@ def check_parity(model, proto, batches: list, names: list[str], config: ExportCo
     import onnxruntime as ort
     import torch
 
-    from edgeslim.compress.model_io import run_model
-    from edgeslim.data import feed_for, to_numpy
+    from edgeslim.core.data import feed_for, to_numpy
+    from edgeslim.core.model_io import run_model
 
     # A QDQ export is checked at its reference semantics (QuantizeLinear, float op, Dequantize), not
     # through onnxruntime's fused integer kernels: this checks the exporter; check_int8_kernels

@@ -9,8 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from edgeslim.compress.registry import require
-from edgeslim.errors import ConfigError
+from edgeslim.core.errors import ConfigError, require
 from edgeslim.report.schema import candidate, is_number, quote
 
 

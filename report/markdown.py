@@ -62,7 +62,7 @@ def _kernel_lines(report: dict) -> str:
     measured = [entry for entry in report["candidates"] if isinstance(entry.get("int8_coverage"), dict)]
     if not measured:
         return ""
-    from edgeslim.export.kernels import kernel_counts_text, mostly_float, provider_label
+    from edgeslim.core.coverage import kernel_counts_text, mostly_float, provider_label
 
     lines = []
     for entry in measured:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeslim.errors import ConfigError
-from edgeslim.limits import REPORT_MAX_BYTES, read_bounded_json
+from edgeslim.core.errors import ConfigError
+from edgeslim.core.limits import REPORT_MAX_BYTES, read_bounded_json
 
 REPORT_FORMAT = "edgeslim-report/1"
 # The figures every renderer formats for each device a candidate was measured on.
@@ -12,8 +12,7 @@ LATENCY_KEYS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "throughput")
 
 
 def new_report(baseline: str, candidates: list[dict], settings: dict) -> dict:
-    from edgeslim.export.bundle import package_versions
-
+    from edgeslim.core.version import package_versions
     from edgeslim.report.pareto import mark_fronts
 
     for candidate in candidates:

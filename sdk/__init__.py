@@ -6,7 +6,7 @@ Imports neither torch nor nncf; runs where only numpy and onnxruntime are instal
     model = load("out/pruned-kd-int8", device="cpu", threads=None)
     y = model.predict(x)
 """
-from edgeslim.errors import BundleError, ConfigError, DeviceError, InputError
+from edgeslim.core.errors import BundleError, ConfigError, DeviceError, InputError
 from edgeslim.sdk.bundle import BUNDLE_FORMAT, TensorSpec, read_manifest, verify_files
 from edgeslim.sdk.model import Model
 

@@ -15,8 +15,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeslim.errors import BundleError
-from edgeslim.limits import MANIFEST_MAX_BYTES, read_bounded_json
+from edgeslim.core.errors import BundleError
+from edgeslim.core.limits import MANIFEST_MAX_BYTES, read_bounded_json
 from edgeslim.sdk.protowire import WireError, external_data_references
 
 BUNDLE_FORMAT = "edgeslim-bundle/1"
@@ -52,7 +52,7 @@ class TensorSpec:
         return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TensorSpec":
+    def from_dict(cls, data: dict) -> TensorSpec:
         return cls(data["name"], data["dtype"], tuple(data["shape"]))
 
 

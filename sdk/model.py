@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeslim.errors import ConfigError, InputError
-from edgeslim.limits import host_cores
+from edgeslim.core.errors import ConfigError, InputError
+from edgeslim.core.limits import host_cores
 from edgeslim.sdk.bundle import TensorSpec, read_manifest, read_verified
 from edgeslim.sdk.providers import provider_chain, resolve_provider
 from edgeslim.sdk.stats import summarize
-
 
 # Providers whose memory is not the host's: predict goes through I/O binding there.
 _BINDING_DEVICES = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "cuda",
@@ -210,7 +209,7 @@ def _session_options(ort, external: dict):
 def _check_active(session, provider: str, device: str) -> None:
     """onnxruntime falls back to the CPU when a provider's libraries fail to load; a figure
     labelled 'gpu' must not come from the CPU, so refuse instead."""
-    from edgeslim.errors import DeviceError
+    from edgeslim.core.errors import DeviceError
 
     active = session.get_providers()
     if provider not in active:

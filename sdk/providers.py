@@ -1,7 +1,7 @@
 """Execution providers by the names users give them."""
 from __future__ import annotations
 
-from edgeslim.errors import DeviceError
+from edgeslim.core.errors import DeviceError
 
 # Short names users type, mapped to onnxruntime's provider names.
 PROVIDER_ALIASES = {

@@ -17,9 +17,9 @@ def weights(tmp_path_factory):
     """Trained weights of each test architecture, trained once per session."""
     import torch
 
-    from edgeslim.compress.model_io import load_model
     from edgeslim.compress.train import FitOptions, fit
-    from edgeslim.specs import load_data
+    from edgeslim.core.model_io import load_model
+    from edgeslim.core.specs import load_data
 
     folder = tmp_path_factory.mktemp("weights")
     data = load_data(spec("digits"))
@@ -83,7 +83,6 @@ def torch_free_python(tmp_path_factory):
 
     Returned as a wrapper script, as a device would have `python3` with edgeslim installed.
     """
-    import shutil
     import subprocess
     import sys
 
@@ -95,13 +94,19 @@ def torch_free_python(tmp_path_factory):
                               REPO / "constraints.txt", "numpy", "onnxruntime"], capture_output=True, text=True)
     if install.returncode != 0:
         pytest.fail(f"could not install numpy and onnxruntime: {install.stderr[-500:]}")
-    # The torch-free part of the distribution, laid out as it installs.
-    site = root / "site"
-    shutil.copytree(REPO / "edgeslim", site / "edgeslim")
-    for part in ("sdk", "devices"):
-        shutil.copytree(REPO / part, site / "edgeslim" / part)
+    # edgeslim itself, installed from a wheel of this checkout as a device would install it,
+    # without its dependencies: only numpy and onnxruntime are there beside it.
+    wheels = root / "wheels"
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                            "-w", wheels, REPO], capture_output=True, text=True)
+    if built.returncode != 0:
+        pytest.fail(f"could not build edgeslim's wheel: {built.stderr[-500:]}")
+    install = subprocess.run([root / "venv" / "bin" / "python", "-m", "pip", "install", "-q", "--no-deps",
+                              *wheels.glob("edgeslim-*.whl")], capture_output=True, text=True)
+    if install.returncode != 0:
+        pytest.fail(f"could not install edgeslim's wheel: {install.stderr[-500:]}")
     wrapper = root / "python"
-    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={site} PYTHONSAFEPATH=1 exec {root / 'venv' / 'bin' / 'python'} \"$@\"\n")
+    wrapper.write_text(f"#!/bin/sh\nexec {root / 'venv' / 'bin' / 'python'} \"$@\"\n")
     wrapper.chmod(0o755)
     return wrapper
 

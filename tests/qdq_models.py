@@ -1,24 +1,24 @@
 """Zoo models exported and quantized with NNCF as edgeslim's INT8 step does (activations per-tensor),
 shared by the QDQ-rewrite and kernel-coverage tests. Built once per test process: the functions
 cache what they return, so callers must not modify it."""
-from functools import lru_cache
+from functools import cache
 
 from helpers import ARCHITECTURES, spec
 
 CALIBRATION_SAMPLES = 64
 
 
-@lru_cache(maxsize=None)
+@cache
 def digits():
-    from edgeslim.specs import load_data
+    from edgeslim.core.specs import load_data
 
     return load_data(spec("digits"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def exported(arch: str, weights_path) -> tuple:
     """(fp32 onnx.ModelProto, input names) of a zoo architecture with its trained weights."""
-    from edgeslim.compress.model_io import load_model
+    from edgeslim.core.model_io import load_model
     from edgeslim.export.onnx_export import ExportConfig, export_onnx
 
     model = load_model(spec(ARCHITECTURES[arch][0]), str(weights_path))
@@ -28,7 +28,7 @@ def exported(arch: str, weights_path) -> tuple:
 
 def calibration(names, limit: int = CALIBRATION_SAMPLES) -> list[dict]:
     """Single-sample feeds from the train split, as edgeslim's INT8 step cuts them."""
-    from edgeslim.data import feed_for
+    from edgeslim.core.data import feed_for
 
     samples = []
     for inputs, _ in digits().train:
@@ -58,7 +58,7 @@ def nncf_int8(model, samples: list[dict], in_float=(), overflow_fix: str = "enab
             activations_quantization_params=QuantizationParameters(per_channel=False)))
 
 
-@lru_cache(maxsize=None)
+@cache
 def quantized(arch: str, weights_path):
     """NNCF's QDQ model of a zoo architecture (before any rewrite for onnxruntime)."""
     proto, names = exported(arch, weights_path)

@@ -41,7 +41,7 @@ class LoopbackSshd:
         self.known_hosts = folder / "known_hosts"
         self.process = None
 
-    def start(self) -> "LoopbackSshd":
+    def start(self) -> LoopbackSshd:
         folder = self.folder
         for name in ("host_ed25519", "id_ed25519"):
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", folder / name], check=True)

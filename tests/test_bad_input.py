@@ -38,8 +38,9 @@ def test_weights_that_do_not_fit(cli, weights, tmp_path):
 
 
 def test_weights_of_another_shape(cli, tmp_path):
-    from helpers import ZOO  # noqa: F401
     import importlib.util
+
+    from helpers import ZOO  # noqa: F401
 
     loader = importlib.util.spec_from_file_location("zoo_for_weights", ZOO)
     zoo = importlib.util.module_from_spec(loader)

@@ -3,8 +3,8 @@ import json
 
 import numpy as np
 
-from helpers import spec
 from edgeslim.sdk import load
+from helpers import spec
 
 
 def test_a_model_with_two_inputs_goes_the_whole_way(cli, tmp_path):

@@ -1,6 +1,5 @@
 """Outputs: a user's files survive every command that takes --out; a bundle replacement killed at
 any step leaves the old or the new bundle whole; one writer per path; modes follow the umask."""
-import json
 import os
 import shutil
 import signal
@@ -20,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper, TensorProto
 from edgeslim.export.bundle import manifest_for, save_model
-from edgeslim.outputs import staged_bundle, write_json
+from edgeslim.core.outputs import staged_bundle, write_json
 
 out, name, scale = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
 weight = numpy_helper.from_array(np.full((4, 4), scale, np.float32), "w")
@@ -37,7 +36,7 @@ FAULT_POINTS = ["staging-created", "wrote-tmp:manifest.json", "staging-filled", 
 
 
 def _write_bundle(out, name, scale, fault=None, wrapper=()):
-    env = dict(os.environ, PYTHONSAFEPATH="1")
+    env = dict(os.environ)
     env.pop("EDGESLIM_FAULT_AT", None)
     if fault:
         env["EDGESLIM_FAULT_AT"] = fault
@@ -177,9 +176,9 @@ def test_a_replacement_killed_at_a_syscall_leaves_a_whole_bundle(tmp_path, sysca
 def test_a_second_writer_is_told_and_the_first_wins(cli, tmp_path):
     out = tmp_path / "b"
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from edgeslim.outputs import claimed\n"
+        "import sys, time; from edgeslim.core.outputs import claimed\n"
         "with claimed(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)"), str(out)],
-        stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONSAFEPATH="1"))
+        stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         _assert_refused(cli("export", *BUILD, "--out", out), f"another edgeslim process is writing --out {out}")
@@ -208,7 +207,7 @@ def test_modes_follow_the_umask(tmp_path, umask, folder_mode, file_mode):
 
 
 def test_report_documents_follow_the_umask(tmp_path):
-    from edgeslim.outputs import write_document
+    from edgeslim.core.outputs import write_document
 
     previous = os.umask(0o022)
     try:
@@ -221,6 +220,6 @@ def test_report_documents_follow_the_umask(tmp_path):
 
 def test_writer_imports_nothing_heavy():
     """The output rules live in the core: no torch in a process that only writes documents."""
-    done = subprocess.run([sys.executable, "-c", "import sys, edgeslim.outputs; print('torch' in sys.modules)"],
-                          capture_output=True, text=True, cwd=REPO, env=dict(os.environ, PYTHONSAFEPATH="1"))
+    done = subprocess.run([sys.executable, "-c", "import sys, edgeslim.core.outputs; print('torch' in sys.modules)"],
+                          capture_output=True, text=True, cwd=REPO)
     assert done.stdout.strip() == "False", done.stderr

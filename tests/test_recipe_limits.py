@@ -8,8 +8,8 @@ import tracemalloc
 
 import pytest
 
-from edgeslim.errors import ConfigError
-from edgeslim.limits import RECIPE_MAX_BYTES
+from edgeslim.core.errors import ConfigError
+from edgeslim.core.limits import RECIPE_MAX_BYTES
 from edgeslim.recipe import load_recipe, recipe_from_dict
 
 HEAD = "model: m.py:f\ndata: d.py:g\n"

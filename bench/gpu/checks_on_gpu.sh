@@ -5,7 +5,7 @@ wheel_name=$(cat .gpu*/WHEEL_NAME 2>/dev/null | head -1)
 cat /tmp/ortgpu/part* > "/tmp/ortgpu/$wheel_name"
 python3 -m pip install -q --no-index --no-deps --target /tmp/ortsite "/tmp/ortgpu/$wheel_name" 2>&1 | grep -v WARNING
 LD_LIBRARY_PATH=$(PYTHONPATH=/tmp/ortsite python3 -c 'import glob,os,nvidia; print(":".join(glob.glob(os.path.join(list(nvidia.__path__)[0], "*", "lib"))))')
-export LD_LIBRARY_PATH PYTHONUNBUFFERED=1 PYTHONSAFEPATH=1
+export LD_LIBRARY_PATH PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/edgesite . 2>&1 | grep -v WARNING | tail -2
 export PYTHONPATH=/tmp/edgesite:/tmp/ortsite
 es() { python3 -m edgeslim "$@"; }

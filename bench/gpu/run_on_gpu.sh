@@ -9,8 +9,7 @@ cat /tmp/ortgpu/part* > "/tmp/ortgpu/$wheel_name"
 python3 -m pip install -q --no-index --no-deps --target /tmp/ortsite "/tmp/ortgpu/$wheel_name"
 export PYTHONPATH=/tmp/ortsite
 LD_LIBRARY_PATH=$(python3 -c 'import glob,os,nvidia; print(":".join(glob.glob(os.path.join(list(nvidia.__path__)[0], "*", "lib"))))')
-# PYTHONSAFEPATH: the checkout's edgeslim/ folder must not shadow the installed package.
-export LD_LIBRARY_PATH PYTHONUNBUFFERED=1 PYTHONSAFEPATH=1
+export LD_LIBRARY_PATH PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/edgesite . 2>&1 | tail -2
 export PYTHONPATH=/tmp/edgesite:/tmp/ortsite
 es() { python3 -m edgeslim "$@"; }

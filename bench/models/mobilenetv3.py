@@ -11,7 +11,6 @@ stages have something to reduce. It is trained by the bench (part `peers`) befor
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch import nn
 
 SIZE = 32

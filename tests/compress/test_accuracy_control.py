@@ -3,15 +3,15 @@ import json
 
 import onnx
 
-from helpers import spec
 from edgeslim.compress import make_step
 from edgeslim.compress.quantize import calibration_samples
 from edgeslim.compress.sensitivity import Quantizer, accuracy_controlled, quantizable_layers
+from edgeslim.core.metrics import top1
+from edgeslim.core.model_io import load_model
+from edgeslim.core.specs import load_data
 from edgeslim.export.onnx_export import ExportConfig, export_onnx
-from edgeslim.compress.model_io import load_model
-from edgeslim.devices.metrics import top1
 from edgeslim.pipeline import StepContext
-from edgeslim.specs import load_data
+from helpers import spec
 
 
 def test_transformer_within_half_a_point_with_most_layers_int8(cli, weights, tmp_path):

@@ -4,12 +4,12 @@ import copy
 import pytest
 import torch
 
-from helpers import spec
-from edgeslim.compress.model_io import load_model
 from edgeslim.compress.train import FitOptions, evaluate_torch, fit
-from edgeslim.devices.metrics import top1
-from edgeslim.errors import ConfigError
-from edgeslim.specs import load_data
+from edgeslim.core.errors import ConfigError
+from edgeslim.core.metrics import top1
+from edgeslim.core.model_io import load_model
+from edgeslim.core.specs import load_data
+from helpers import spec
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def data():
 @pytest.fixture
 def progress_on():
     """These tests read the progress lines; a CLI test run before with --quiet turns them off."""
-    from edgeslim.progress import set_quiet
+    from edgeslim.core.progress import set_quiet
 
     set_quiet(False)
     yield

@@ -10,8 +10,8 @@ import numpy as np
 import onnx
 import pytest
 
-from helpers import spec
 from edgeslim.devices.profiles import host_features
+from helpers import spec
 
 
 def _compress(cli, weights, arch, factory, out, *extra):
@@ -25,10 +25,10 @@ def test_weights_form_stores_int8_and_runs_the_float_graph(weights):
     import onnxruntime as ort
 
     from edgeslim.compress.int8_forms import weights_only
-    from edgeslim.compress.model_io import load_model
+    from edgeslim.core.model_io import load_model
+    from edgeslim.core.specs import load_data
     from edgeslim.export.kernels import int8_coverage
     from edgeslim.export.onnx_export import ExportConfig, export_onnx
-    from edgeslim.specs import load_data
 
     data = load_data(spec("digits"))
     proto, _, _ = export_onnx(load_model(spec("mobilenet"), str(weights["mobilenet"])), data.sample_inputs(),

@@ -6,13 +6,14 @@ import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
-
 from qdq_models import calibration, digits, exported, nncf_int8, quantized
+
 from edgeslim.compress.ort_qdq import ortify, ortify_with_counts
 from edgeslim.compress.sensitivity import evaluate_proto
-from edgeslim.devices.metrics import top1
-from edgeslim.errors import ConfigError
-from edgeslim.export.kernels import int8_coverage, mostly_float
+from edgeslim.core.coverage import mostly_float
+from edgeslim.core.errors import ConfigError
+from edgeslim.core.metrics import top1
+from edgeslim.export.kernels import int8_coverage
 from edgeslim.export.onnx_export import check_int8_kernels
 
 STEM, CLASSIFIER = "/stem/stem.0/Conv", "/fc/Gemm"

@@ -2,11 +2,11 @@
 import pytest
 import torch
 
-from helpers import spec
 from edgeslim.compress import make_step
-from edgeslim.compress.model_io import count_params, load_model
+from edgeslim.core.model_io import count_params, load_model
+from edgeslim.core.specs import load_data
 from edgeslim.pipeline import StepContext
-from edgeslim.specs import load_data
+from helpers import spec
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from helpers import int8_weight_extent, spec
 from edgeslim.compress import check_order, make_step
-from edgeslim.errors import ConfigError
+from edgeslim.core.errors import ConfigError
+from helpers import int8_weight_extent, spec
 
 
 def test_qat_bundle_is_int8_qdq_and_as_accurate_as_ptq(cli, weights, cnn_bundles, tmp_path):

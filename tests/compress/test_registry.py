@@ -2,7 +2,7 @@
 import pytest
 
 from edgeslim.compress import check_order, make_step, step_names
-from edgeslim.errors import ConfigError
+from edgeslim.core.errors import ConfigError
 
 
 def test_every_step_is_registered():

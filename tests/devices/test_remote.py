@@ -3,9 +3,9 @@ import json
 import time
 
 import pytest
+from sshd import free_port
 
 from helpers import spec
-from sshd import free_port
 
 
 def test_remote_validation_matches_the_local_run(cli, cnn_bundles, sshd, torch_free_python, tmp_path):
@@ -27,9 +27,9 @@ def test_remote_tampered_bundle_is_refused_there(cli, cnn_bundles, sshd, torch_f
 
     bundle = tmp_path / "tampered"
     shutil.copytree(cnn_bundles["fp32"], bundle)
+    from edgeslim.core.errors import BundleError
     from edgeslim.devices.remote import RemoteTarget
     from edgeslim.devices.runner import BenchConfig
-    from edgeslim.errors import BundleError
 
     target = RemoteTarget(sshd.url(torch_free_python))
     target.check_available()

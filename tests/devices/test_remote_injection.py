@@ -9,8 +9,8 @@ import json
 
 import pytest
 
+from edgeslim.core.errors import DeviceError
 from edgeslim.devices.remote import RemoteTarget
-from edgeslim.errors import DeviceError
 from helpers import spec
 
 PAYLOAD = "touch${IFS}pwned"  # relative: the file lands in the cwd, which is tmp_path

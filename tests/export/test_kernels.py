@@ -5,12 +5,13 @@ import re
 
 import onnx
 import pytest
-
-from helpers import spec
 from qdq_models import calibration, exported, quantized
+
 from edgeslim.compress.ort_qdq import ortify
-from edgeslim.errors import DeviceError
-from edgeslim.export.kernels import coverage_text, float_node_names, int8_coverage, kernel_counts_text, mostly_float
+from edgeslim.core.coverage import coverage_text, float_node_names, kernel_counts_text, mostly_float
+from edgeslim.core.errors import DeviceError
+from edgeslim.export.kernels import int8_coverage
+from helpers import spec
 
 
 @pytest.fixture(scope="module")

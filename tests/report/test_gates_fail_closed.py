@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from edgeslim.errors import ConfigError
-from edgeslim.limits import REPORT_MAX_BYTES
+from edgeslim.core.errors import ConfigError
+from edgeslim.core.limits import REPORT_MAX_BYTES
 from edgeslim.report.gates import GateConfig, apply_gates, failures
 from edgeslim.report.markdown import render_markdown
 

@@ -1,7 +1,7 @@
 """Pareto fronts, the slower-than-baseline flag, and sweep grids, on known numbers."""
 import pytest
 
-from edgeslim.errors import ConfigError
+from edgeslim.core.errors import ConfigError
 from edgeslim.recipe import recipe_from_dict, sweep_candidates
 from edgeslim.report.pareto import mark_fronts
 

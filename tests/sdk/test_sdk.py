@@ -12,7 +12,6 @@ from edgeslim.demo import digits_arrays
 from edgeslim.sdk import BundleError, InputError, load
 
 
-
 @pytest.fixture(scope="module")
 def x_val():
     return digits_arrays()[2]

@@ -12,8 +12,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
 
-from edgeslim.errors import ConfigError
-from edgeslim.limits import MANIFEST_MAX_BYTES, host_cores
+from edgeslim.core.errors import ConfigError
+from edgeslim.core.limits import MANIFEST_MAX_BYTES, host_cores
 from edgeslim.sdk import BUNDLE_FORMAT, BundleError, load, read_manifest, verify_files
 from edgeslim.sdk.protowire import WireError, external_data_locations, external_data_references
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 
-from edgeslim import __version__
-from edgeslim.errors import ConfigError, EdgeslimError, GateFailed
+from edgeslim.core.errors import ConfigError, EdgeslimError, GateFailed
+from edgeslim.core.version import __version__
 
 QUANTIZE_MODES = ("none", "int8", "dynamic", "fp16")
 
@@ -51,7 +51,7 @@ class Cli(click.Group):
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
 def main(debug: bool, quiet: bool) -> None:
     """Make trained PyTorch models small and fast for edge devices, and prove it."""
-    from edgeslim.progress import set_quiet
+    from edgeslim.core.progress import set_quiet
 
     set_quiet(quiet)
 
@@ -97,11 +97,11 @@ def _common_model_options(function):
 
 def _build(model_spec, weights, data_spec, metric_spec, out, name, steps, opset, atol, rtol, force,
            device: str = "cpu") -> dict:
-    from edgeslim.compress.model_io import load_model
+    from edgeslim.compress import check_order
+    from edgeslim.core.model_io import load_model
+    from edgeslim.core.specs import load_data, load_metric
     from edgeslim.export.onnx_export import ExportConfig
     from edgeslim.pipeline import build_bundle
-    from edgeslim.specs import load_data, load_metric
-    from edgeslim.compress import check_order
 
     check_order(steps)
     model = load_model(model_spec, weights)
@@ -128,7 +128,7 @@ def export(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol,
 
 def _bundle_output(out: Path, force: bool):
     """Refuse a --out that holds the user's files, and hold it against other writers, before any work."""
-    from edgeslim.outputs import check_bundle_output, claimed
+    from edgeslim.core.outputs import check_bundle_output, claimed
 
     check_bundle_output(out, force)
     return claimed(out)
@@ -228,10 +228,10 @@ def _check_accuracy_control(manifest: dict, out: Path) -> None:
 @_force_option
 def sensitivity(model_spec, weights, data_spec, metric, calibration_samples, out, force) -> None:
     """Each quantizable layer's accuracy when it alone is in float, and when it alone is INT8."""
-    from edgeslim.compress.model_io import load_model
+    from edgeslim.core.model_io import load_model
+    from edgeslim.core.specs import load_data, load_metric
     from edgeslim.pipeline import layer_sensitivity
     from edgeslim.report.markdown import sensitivity_markdown
-    from edgeslim.specs import load_data, load_metric
 
     outputs = [(out, "json"), (out.with_suffix(".md"), "markdown")] if out else []
     with _document_outputs(outputs, [model_spec, weights, data_spec], force):
@@ -244,7 +244,7 @@ def sensitivity(model_spec, weights, data_spec, metric, calibration_samples, out
 
 def _document_outputs(outputs: list, inputs: list, force: bool):
     """Check each document path (suffix, not an input, absent or edgeslim's) and hold it, before any work."""
-    from edgeslim.outputs import check_file_output, claimed_all
+    from edgeslim.core.outputs import check_file_output, claimed_all
 
     sources = [spec.rpartition(":")[0] if spec and ".py:" in spec else spec for spec in inputs]
     for path, kind in outputs:
@@ -256,7 +256,7 @@ def _document_outputs(outputs: list, inputs: list, force: bool):
 
 
 def _write_documents(outputs: list, content: dict, force: bool) -> None:
-    from edgeslim.outputs import write_document
+    from edgeslim.core.outputs import write_document
 
     for path, kind in outputs:
         write_document(path, content[kind], kind, force)
@@ -269,14 +269,14 @@ def _compress_to_budget(model_spec, weights, data_spec, metric_spec, out, name, 
 
     from edgeslim.budget import Budget, Prober, search_ratio, verdict
     from edgeslim.compress import check_order, make_step
-    from edgeslim.compress.model_io import load_model
+    from edgeslim.core.model_io import load_model
+    from edgeslim.core.outputs import write_json
+    from edgeslim.core.specs import load_data, load_metric
     from edgeslim.devices.profiles import get_profile
     from edgeslim.devices.runner import BenchConfig
     from edgeslim.devices.targets import get_target
     from edgeslim.export.onnx_export import ExportConfig
-    from edgeslim.outputs import write_json
     from edgeslim.pipeline import build_bundle
-    from edgeslim.specs import load_data, load_metric
 
     if target_size is not None and target_latency is not None:
         raise click.UsageError("--target-size and --target-latency are exclusive; give one budget")
@@ -335,10 +335,10 @@ def _bench_options(function):
 @_force_option
 def validate(bundles, data_spec, devices, metric, baseline, out, io, runs, warmup, batch, force) -> None:
     """Accuracy and latency of each bundle on each device."""
+    from edgeslim.core.specs import load_data, load_metric
     from edgeslim.devices.runner import BenchConfig
     from edgeslim.pipeline import validate_bundles
     from edgeslim.report.markdown import render_markdown
-    from edgeslim.specs import load_data, load_metric
 
     outputs = [(out, "json"), (out.with_suffix(".md"), "markdown")]
     with _document_outputs(outputs, [data_spec, metric, *bundles], force):
@@ -433,7 +433,7 @@ def inspect(bundle, as_json) -> None:
             click.echo(f"  {key:<11} {metrics[key]:,}" if isinstance(metrics[key], int) else f"  {key:<11} {metrics[key]:.3f}")
     coverage = metrics.get("int8_coverage") if isinstance(metrics, dict) else None
     if isinstance(coverage, dict):  # which layers onnxruntime runs as integer kernels, measured at build time
-        from edgeslim.export.kernels import coverage_text, float_node_names
+        from edgeslim.core.coverage import coverage_text, float_node_names
 
         click.echo(f"  {coverage_text(coverage)}")
         in_float = float_node_names(coverage)

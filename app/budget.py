@@ -11,8 +11,8 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from edgeslim.errors import ConfigError
-from edgeslim.progress import log
+from edgeslim.core.errors import ConfigError
+from edgeslim.core.progress import log
 
 GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 TOLERANCE = 0.10

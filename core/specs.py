@@ -6,7 +6,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from edgeslim.errors import SpecError
+from edgeslim.core.errors import SpecError
 
 _FORM = "path/to/file.py:factory or package.module:factory"
 
@@ -66,14 +66,14 @@ def call_factory(spec: str, what: str):
 
 
 def load_data(spec: str):
-    from edgeslim.data import DataSplits
+    from edgeslim.core.data import DataSplits
 
     return DataSplits.from_mapping(call_factory(spec, "data"))
 
 
 def load_metric(spec: str | None):
     """'top1' (default) or a spec of fn(outputs, labels) -> float, higher is better."""
-    from edgeslim.devices.metrics import METRICS
+    from edgeslim.core.metrics import METRICS
 
     if spec is None or spec in METRICS:
         return METRICS[spec or "top1"]

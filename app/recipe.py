@@ -9,7 +9,7 @@
       - name: pruned-kd-int8
         steps: [{prune: {ratio: 0.6}}, {distill: {epochs: 12}}, int8]
 
-A recipe is read within bounds (see edgeslim.limits and _RecipeLoader) and every value is checked
+A recipe is read within bounds (see edgeslim.core.limits and _RecipeLoader) and every value is checked
 for its type here, so a wrong or hostile recipe fails with one sentence, never a hang or a traceback.
 """
 from __future__ import annotations
@@ -22,8 +22,8 @@ from pathlib import Path
 import yaml
 
 from edgeslim.compress.registry import StepConfig, make_step, require, step_names
-from edgeslim.errors import ConfigError
-from edgeslim.limits import MAX_DEPTH, RECIPE_MAX_BYTES, read_bounded_text
+from edgeslim.core.errors import ConfigError
+from edgeslim.core.limits import MAX_DEPTH, RECIPE_MAX_BYTES, read_bounded_text
 
 RECIPE_VERSION = 1
 MAX_ALIASES = 32            # a hand-written recipe reuses a block a few times, never more

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgeslim.errors import SpecError
+from edgeslim.core.errors import SpecError
 
 
 def to_numpy(value) -> np.ndarray:
@@ -56,7 +56,7 @@ class DataSplits:
     calibration: list = field(default_factory=list)
 
     @classmethod
-    def from_mapping(cls, data) -> "DataSplits":
+    def from_mapping(cls, data) -> DataSplits:
         if not isinstance(data, Mapping):
             raise SpecError(f"a data factory must return a mapping with 'val' (and 'train'), "
                             f"got {type(data).__name__}")

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeslim.errors import SpecError
-from edgeslim.specs import call_factory
+from edgeslim.core.errors import SpecError
+from edgeslim.core.specs import call_factory
 
 
 def load_model(spec: str, weights: str | None = None):
@@ -91,7 +91,7 @@ def training_device(wanted: str = "auto"):
     if wanted == "auto":
         wanted = "cuda" if torch.cuda.is_available() else "cpu"
     if wanted.startswith("cuda") and not torch.cuda.is_available():
-        from edgeslim.errors import ConfigError
+        from edgeslim.core.errors import ConfigError
 
         raise ConfigError(f"training device {wanted!r} asked for, but torch sees no CUDA GPU; use 'cpu' or 'auto'")
     return torch.device(wanted)

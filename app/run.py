@@ -7,11 +7,8 @@ import json
 import os
 from pathlib import Path
 
-from edgeslim.progress import Timer, log
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("EDGESLIM_CACHE", Path.home() / ".cache" / "edgeslim"))
+from edgeslim.core.outputs import cache_dir
+from edgeslim.core.progress import Timer, log
 
 
 def _source_digest(spec: str) -> str:
@@ -25,8 +22,8 @@ def trained_model(recipe, data, metric):
     """The recipe's model, trained per `recipe.train` once and then read from the cache."""
     import torch
 
-    from edgeslim.compress.model_io import load_model, load_weights
     from edgeslim.compress.train import FitOptions, fit
+    from edgeslim.core.model_io import load_model, load_weights
 
     model = load_model(recipe.model, recipe.weights)
     if recipe.train is None:
@@ -59,7 +56,7 @@ def run_recipe(recipe, out: Path, force: bool = False) -> dict:
     `out` must be new, or hold only what an earlier run wrote (bundles and reports) unless `force`:
     then the run writes beside the user's files and removes none of them.
     """
-    from edgeslim.outputs import check_run_output, claimed
+    from edgeslim.core.outputs import check_run_output, claimed
 
     check_run_output(out, force)
     with claimed(out):
@@ -67,15 +64,15 @@ def run_recipe(recipe, out: Path, force: bool = False) -> dict:
 
 
 def _run_recipe(recipe, out: Path, force: bool) -> dict:
-    from edgeslim.devices.targets import get_target
+    from edgeslim.compress import check_order
+    from edgeslim.core.outputs import write_document
+    from edgeslim.core.specs import load_data, load_metric
     from edgeslim.devices.runner import BenchConfig
+    from edgeslim.devices.targets import get_target
     from edgeslim.export.onnx_export import ExportConfig
-    from edgeslim.outputs import write_document
     from edgeslim.pipeline import build_bundle, validate_bundles
     from edgeslim.report.gates import GateConfig, apply_gates
     from edgeslim.report.markdown import render_markdown
-    from edgeslim.specs import load_data, load_metric
-    from edgeslim.compress import check_order
 
     for device in recipe.devices:
         get_target(device)  # fail on an unknown or unavailable device before hours of work

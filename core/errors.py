@@ -34,3 +34,9 @@ class DeviceError(EdgeslimError, ValueError):
 
 class GateFailed(EdgeslimError):
     """A report gate failed; the report says which."""
+
+
+def require(condition: bool, field: str, value, rule: str) -> None:
+    """Raise a ConfigError that names the field, its value and the rule, unless condition holds."""
+    if not condition:
+        raise ConfigError(f"{field}={value!r} is not allowed: it must be {rule}")

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from edgeslim.data import DataSplits
-from edgeslim.progress import Timer, log, warn
+from edgeslim.core.data import DataSplits
+from edgeslim.core.progress import Timer, log, warn
 
 
 @dataclass
@@ -37,7 +38,7 @@ def build_bundle(base_model, steps: list, data: DataSplits, out_dir: Path, name:
     """Apply `steps` to a copy of `base_model`, export, quantize, and write the bundle; return its manifest.
 
     `force` writes the bundle beside files of the user's that a folder at `out_dir` holds (see
-    edgeslim.outputs); without it such a folder is refused. `device` is the target the bundle is
+    edgeslim.core.outputs); without it such a folder is refused. `device` is the target the bundle is
     built for: INT8 settings follow its instruction set and INT8 forms are timed there.
 
     `torch_cache` lets candidates that share their torch steps (pruned-kd and pruned-kd-int8) prune
@@ -77,7 +78,8 @@ QUANTIZING_STEPS = ("int8", "dynamic", "qat")
 
 def _int8_coverage(proto, steps: list, ctx) -> dict | None:
     """Which convolutions and matmuls onnxruntime runs as integer kernels; warn where most run in float."""
-    from edgeslim.export.kernels import coverage_text, int8_coverage, mostly_float
+    from edgeslim.core.coverage import coverage_text, mostly_float
+    from edgeslim.export.kernels import int8_coverage
 
     if not any(step.name in QUANTIZING_STEPS for step in steps):
         return None
@@ -200,9 +202,9 @@ def _options(step) -> str:
 def write_verified_bundle(proto, out_dir: Path, name: str, compression: list, metrics: dict,
                           data: DataSplits, metric, extra: dict, force: bool = False) -> dict:
     """Write the bundle to a staging dir, measure accuracy on that exact file via the SDK, then rename."""
+    from edgeslim.core.outputs import staged_bundle, write_json
     from edgeslim.devices.accuracy import evaluate
     from edgeslim.export.bundle import manifest_for, save_model
-    from edgeslim.outputs import staged_bundle, write_json
     from edgeslim.sdk import load
 
     with staged_bundle(Path(out_dir), force) as staging:
@@ -245,8 +247,8 @@ def validate_bundles(bundles: list[str], data: DataSplits, devices: list[str], m
     `accuracy` is measured on this host's CPU; `accuracy_by_device` once per other provider
     (a GPU, a remote board), so that a numeric difference between targets shows.
     """
+    from edgeslim.core.errors import ConfigError
     from edgeslim.devices.targets import get_target
-    from edgeslim.errors import ConfigError
     from edgeslim.report.schema import new_report
     from edgeslim.sdk import load
 

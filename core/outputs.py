@@ -23,7 +23,7 @@ import tempfile
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from edgeslim.errors import ConfigError
+from edgeslim.core.errors import ConfigError
 
 MARK = "<!-- written by edgeslim -->"      # first line of the Markdown and HTML files edgeslim writes
 SUFFIXES = {"json": (".json",), "markdown": (".md", ".markdown"), "html": (".html", ".htm")}
@@ -344,7 +344,7 @@ def _remove_old_bundle(folder: Path, final: Path) -> None:
     except OSError:  # someone put a file in the old bundle after the last check: keep it in sight
         kept = final.parent / f"{final.name}.replaced-{os.getpid()}"
         os.rename(folder, kept)
-        from edgeslim.progress import warn
+        from edgeslim.core.progress import warn
 
         warn(f"files added to the old bundle while it was replaced are kept in {kept}")
 
@@ -392,3 +392,8 @@ def _rename_noreplace(src: Path, dst: Path) -> None:
                           "choose another path") from None
     if not done:
         os.rename(src, dst)
+
+
+def cache_dir() -> Path:
+    """Where trained models and distillation checkpoints are kept between runs."""
+    return Path(os.environ.get("EDGESLIM_CACHE", Path.home() / ".cache" / "edgeslim"))

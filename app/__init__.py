@@ -1,0 +1,1 @@
+from edgeslim.core.version import __version__  # noqa: F401 (the package version, one place)
