@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from edgeslim.core.progress import log
 
 QUANTIZABLE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -25,14 +23,11 @@ def evaluate_proto(model, batches: list, input_names: list[str], metric) -> floa
     """The metric of an in-memory ONNX model on (inputs, labels) batches, through onnxruntime."""
     import onnxruntime as ort
 
-    from edgeslim.core.data import feed_for, to_numpy
+    from edgeslim.core.data import feed_for
+    from edgeslim.core.evaluate import evaluate
 
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    outputs, labels = [], []
-    for inputs, target in batches:
-        outputs.append(session.run(None, feed_for(inputs, input_names))[0])
-        labels.append(to_numpy(target))
-    return float(metric(np.concatenate(outputs), np.concatenate(labels)))
+    return evaluate(lambda inputs: session.run(None, feed_for(inputs, input_names)), batches, metric)
 
 
 def quiet_nncf() -> None:

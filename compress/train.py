@@ -7,8 +7,6 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from edgeslim.core.progress import Timer, log
 
 
@@ -46,19 +44,16 @@ def distillation_loss(student_logits, teacher_logits, labels, options: FitOption
 
 
 def evaluate_torch(model, batches, metric) -> float:
+    """The metric of a torch model on (inputs, labels) batches, through the one evaluation loop."""
     import torch
 
-    from edgeslim.core.data import to_numpy
+    from edgeslim.core.evaluate import evaluate
     from edgeslim.core.model_io import run_model
 
     model.eval()
     device = next(model.parameters()).device
-    outputs, labels = [], []
     with torch.no_grad():
-        for inputs, target in batches:
-            outputs.append(to_numpy(first_output(run_model(model, inputs, device))))
-            labels.append(to_numpy(target))
-    return float(metric(np.concatenate(outputs), np.concatenate(labels)))
+        return evaluate(lambda inputs: run_model(model, inputs, device), batches, metric)
 
 
 class FeatureMatcher:
@@ -89,7 +84,8 @@ class FeatureMatcher:
 
         if name not in self.adapters:
             cin, cout = student.shape[1 if student.dim() == 4 else -1], teacher.shape[1 if teacher.dim() == 4 else -1]
-            layer = torch.nn.Conv2d(cin, cout, 1, bias=False) if student.dim() == 4 else torch.nn.Linear(cin, cout, bias=False)
+            conv = student.dim() == 4
+            layer = torch.nn.Conv2d(cin, cout, 1, bias=False) if conv else torch.nn.Linear(cin, cout, bias=False)
             self.adapters[name] = layer.to(self.device)
         return self.adapters[name]
 
@@ -136,7 +132,8 @@ def fit(model, train, options: FitOptions, label: str, teacher=None, val=None, m
         teacher.to(device).eval()
     torch.manual_seed(options.seed)
     order = random.Random(options.seed)
-    features = FeatureMatcher(model, teacher, options.features, device) if teacher is not None and options.features else None
+    matching = teacher is not None and options.features
+    features = FeatureMatcher(model, teacher, options.features, device) if matching else None
     if features:  # one step through the model makes the adapters, so the optimizer can own them
         with torch.no_grad():
             run_model(model, train[0][0], device)

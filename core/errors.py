@@ -1,6 +1,7 @@
 """The exception hierarchy. Every message names the bad value, the rule and the fix.
 
-The CLI turns an EdgeslimError into one sentence on stderr and exit code 2; GateFailed is exit 1.
+The CLI turns an EdgeslimError into one sentence on stderr and exit code 2; GateFailed is exit 1;
+WorkerCrashed (a crash, not bad input) is exit 3, as is any other exception (a bug).
 """
 
 
@@ -34,6 +35,11 @@ class DeviceError(EdgeslimError, ValueError):
 
 class GateFailed(EdgeslimError):
     """A report gate failed; the report says which."""
+
+
+class WorkerCrashed(EdgeslimError):
+    """A measurement worker died without a protocol reply (a crash, a signal, output that is not the
+    protocol): a bug in edgeslim or its runtime, not bad input, so the CLI exits 3 and asks for a report."""
 
 
 def require(condition: bool, field: str, value, rule: str) -> None:

@@ -15,7 +15,6 @@ it as an option, and no ssh option comes from the URL except the five documented
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 import shlex
 import subprocess
@@ -26,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeslim.core.errors import BundleError, DeviceError, InputError
+from edgeslim.core.errors import DeviceError
+from edgeslim.devices.protocol import read_reply, remote_command, remote_status, worker_argv
 
 CONNECT_TIMEOUT_S = 10
 MAX_THREADS = 1024
 QUERY_KEYS = ("python", "key", "known_hosts", "workdir", "threads")
-_ERRORS = {"BundleError": BundleError, "InputError": InputError, "DeviceError": DeviceError}
 
 # The rules are allow-lists, stricter than what ssh itself accepts (ssh.c's valid_hostname and
 # valid_ruser refuse a leading '-', shell metacharacters and, in a host, blanks and control
@@ -48,8 +47,8 @@ _PYTHON = re.compile(r"/[A-Za-z0-9._/+-]*|[A-Za-z0-9._+][A-Za-z0-9._+-]*")  # ab
 _WORKDIR = re.compile(r"/[A-Za-z0-9._/+-]*")
 _THREADS = re.compile(r"[0-9]{1,4}")
 
-_HOST_RULE = ("a host is a DNS name or ssh_config alias (letters, digits, '_', '-' and '.', no label starting with '-'), "
-              "an IPv4 address or an IPv6 address in brackets")
+_HOST_RULE = ("a host is a DNS name or ssh_config alias (letters, digits, '_', '-' and '.', no label starting "
+              "with '-'), an IPv4 address or an IPv6 address in brackets")
 _FILE_RULE = ("it must be a path of letters, digits, '.', '_', '/', '~', '+' and '-' that does not "
               "start with '-' (no spaces, quotes or '%')")
 
@@ -218,7 +217,8 @@ class RemoteTarget:
             raise DeviceError(f"remote {self.name} did not finish {what} within {timeout:.0f} s; "
                               "check that the device is up and not overloaded") from None
         except FileNotFoundError:
-            raise DeviceError("the ssh client is not installed here; install OpenSSH's client to use ssh:// devices") from None
+            raise DeviceError("the ssh client is not installed here; "
+                              "install OpenSSH's client to use ssh:// devices") from None
         if done.returncode == 255:
             reason = (done.stderr.strip().splitlines() or ["no answer"])[-1]
             raise DeviceError(f"remote {self.name} does not answer ({reason}); check the host, port, key "
@@ -259,21 +259,13 @@ class RemoteTarget:
                               "install edgeslim there or pass ?python=/path/to/python")
 
     def _worker(self, remote_bundle: str, arguments: list[str], what: str) -> dict:
-        command = " ".join(shlex.quote(part) for part in
-                           [self.python, "-m", "edgeslim.devices.worker", remote_bundle,
-                            "--threads", str(self.threads), *arguments])
-        done = self.ssh(command, what)
-        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-        if not lines:
-            reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            if "No module named" in reason:
-                raise DeviceError(f"remote {self.name} cannot run edgeslim with {self.python} ({reason}); "
-                                  "install it there with `pip install edgeslim` or pass ?python=/path/to/python")
-            raise DeviceError(f"{what} on {self.name} failed: {reason}")
-        result = json.loads(lines[-1])
-        if "error" in result:
-            raise _ERRORS.get(result.get("kind"), DeviceError)(f"on {self.name}: {result['error']}")
-        return result
+        """Run the worker on the device; its reply read as the local runner reads it (protocol.py)."""
+        argv = worker_argv(self.python, remote_bundle, ["--threads", str(self.threads), *arguments])
+        done = self.ssh(remote_command(argv), what)
+        stdout, status = remote_status(done.stdout, done.returncode)
+        return read_reply(stdout, done.stderr, status, f"{what} on {self.name}",
+                          setup_fix=f"install edgeslim for {self.python} there with `pip install edgeslim` "
+                                    "or pass ?python=/path/to/python")
 
     def _staged(self, bundle) -> tuple[str, str]:
         """Copy the bundle to a fresh folder on the device; return (folder, bundle path there)."""
@@ -301,6 +293,7 @@ class RemoteTarget:
 
     def accuracy(self, bundle, data, metric) -> float:
         from edgeslim.core.data import feed_for, to_numpy
+        from edgeslim.core.evaluate import score
         from edgeslim.sdk import read_manifest
 
         names = [spec["name"] for spec in read_manifest(bundle)["inputs"]]
@@ -321,4 +314,4 @@ class RemoteTarget:
                     predicted = [outputs[str(index)] for index in range(len(labels))]
         finally:
             self._cleanup(folder)
-        return float(metric(np.concatenate(predicted), np.concatenate(labels)))
+        return score(metric, predicted, labels)  # here, so that a metric of the user's own needs nothing there

@@ -1,13 +1,13 @@
 """Measure a bundle's latency on a device profile, in a child process."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
 
-from edgeslim.core.errors import DeviceError, EdgeslimError
+from edgeslim.core.errors import DeviceError
 from edgeslim.devices.profiles import DeviceProfile
+from edgeslim.devices.protocol import read_reply, worker_argv
 
 
 @dataclass
@@ -24,21 +24,15 @@ class BenchConfig:
 
 def measure_latency(bundle: str, profile: DeviceProfile, config: BenchConfig) -> dict:
     pinned = profile.cores if profile.provider == "cpu" and profile.mode() == "emulated" else 0
-    command = [sys.executable, "-m", "edgeslim.devices.worker", str(bundle), "--provider", profile.provider,
-               "--threads", str((profile.threads or 0) if profile.provider == "cpu" else 0),
-               "--cores", str(pinned or 0), "--runs", str(config.runs),
-               "--warmup", str(config.warmup), "--batch", str(config.batch), "--io", config.io]
+    command = worker_argv(sys.executable, bundle, [
+        "--provider", profile.provider, "--threads", str((profile.threads or 0) if profile.provider == "cpu" else 0),
+        "--cores", str(pinned or 0), "--runs", str(config.runs), "--warmup", str(config.warmup),
+        "--batch", str(config.batch), "--io", config.io])
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=config.timeout_s)
     except subprocess.TimeoutExpired:
         raise DeviceError(f"benchmark of {bundle} on '{profile.name}' took over {config.timeout_s:.0f} s; "
                           "lower --runs or check the device") from None
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if not lines:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise EdgeslimError(f"benchmark of {bundle} on '{profile.name}' failed: {tail}")
-    result = json.loads(lines[-1])
-    if "error" in result:
-        raise (DeviceError if result.get("kind") == "DeviceError" else EdgeslimError)(result["error"])
+    result = read_reply(done.stdout, done.stderr, done.returncode, f"the benchmark of {bundle} on '{profile.name}'")
     result["mode"] = profile.mode()
     return result

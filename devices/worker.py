@@ -1,12 +1,12 @@
-"""Child process that loads one bundle and benchmarks it; prints one JSON line.
+"""Child process that loads one bundle and benchmarks it; prints one JSON line (protocol.py).
 
 Run apart from the parent so that load time, first run and peak memory are this bundle's alone.
+An EdgeslimError becomes an error line and exit status 2; anything else is a crash (a traceback).
 `python -m edgeslim.devices.worker BUNDLE --device cpu --threads 2 --runs 200 --warmup 20`
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import sys
@@ -30,28 +30,33 @@ def main(argv=None) -> int:
         os.sched_setaffinity(0, allowed[:args.cores])
 
     from edgeslim.core.errors import EdgeslimError
+    from edgeslim.devices.protocol import error_reply, reply
     from edgeslim.sdk import load
 
     if args.predict:
-        return _predict_file(args, load, EdgeslimError)
+        return _predict_file(args, load)
     try:
         before_kb = _status_kb("VmRSS")
         model = load(args.bundle, device=args.provider, threads=args.threads or None)
         stats = model.benchmark(runs=args.runs, warmup=args.warmup, batch=args.batch, io=args.io)
     except EdgeslimError as exc:
-        print(json.dumps({"error": str(exc), "kind": type(exc).__name__}))
+        print(error_reply(exc))
         return 2
     stats["peak_rss_mb"] = _peak_rss_kb() / 1024.0
     stats["model_rss_mb"] = max(_status_kb("VmRSS") - before_kb, 0) / 1024.0
     stats["threads"] = args.threads or None
     stats["provider"] = model.provider
-    print(json.dumps(stats))
+    print(reply(stats))
     return 0
 
 
-def _predict_file(args, load, error_type) -> int:
+def _predict_file(args, load) -> int:
     """The accuracy pass of a remote device: batches in (keys 'BATCH:INPUT'), first outputs out."""
     import numpy as np
+
+    from edgeslim.core.errors import EdgeslimError, InputError
+    from edgeslim.core.evaluate import first_output
+    from edgeslim.devices.protocol import error_reply, reply
 
     try:
         model = load(args.bundle, device=args.provider, threads=args.threads or None)
@@ -62,13 +67,15 @@ def _predict_file(args, load, error_type) -> int:
                 batches.setdefault(int(index), {})[name] = arrays[key]
         outputs = {}
         for index in sorted(batches):
-            result = model.predict(batches[index])
-            outputs[str(index)] = next(iter(result.values())) if isinstance(result, dict) else result
+            try:
+                outputs[str(index)] = first_output(model.predict(batches[index]))
+            except InputError as exc:
+                raise InputError(f"the data's val batch {index} does not match bundle '{model.name}': {exc}") from None
         np.savez(args.save, **outputs)
-    except error_type as exc:
-        print(json.dumps({"error": str(exc), "kind": type(exc).__name__}))
+    except EdgeslimError as exc:
+        print(error_reply(exc))
         return 2
-    print(json.dumps({"batches": len(outputs), "provider": model.provider}))
+    print(reply({"batches": len(outputs), "provider": model.provider}))
     return 0
 
 

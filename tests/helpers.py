@@ -28,3 +28,20 @@ def int8_weight_extent(bundle: Path) -> int:
 
     arrays = [numpy_helper.to_array(t) for t in onnx.load(Path(bundle) / "model.onnx").graph.initializer]
     return max(int(np.abs(a.astype(np.int32)).max()) for a in arrays if a.dtype == np.int8 and a.ndim >= 2)
+
+
+# Metrics that break (tests/fixtures/zoo.py), with what the one sentence must say about each.
+BAD_METRICS = [("raising_metric", "raised KeyError: 'class 11 has no name'"),
+               ("text_metric", "returned 'ninety percent' (type str), which is not a finite number"),
+               ("nan_metric", "returned nan (type float), which is not a finite number")]
+
+
+def assert_one_sentence(result, fragment: str, code: int = 2, kind: str = "error") -> str:
+    """The CLI failed with `code` and one line `edgeslim: <kind>: ...` holding `fragment`, no traceback."""
+    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"edgeslim: {kind}: "), lines[0]
+    assert fragment in lines[0], lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+    return lines[0]
