@@ -11,19 +11,26 @@
 
 A recipe is read within bounds (see edgeslim.core.limits and _RecipeLoader) and every value is checked
 for its type here, so a wrong or hostile recipe fails with one sentence, never a hang or a traceback.
+Its JSON Schema, for editors, comes from the same typed fields: recipe_schema(), kept in
+schemas/recipe.schema.json.
 """
 from __future__ import annotations
 
 import dataclasses
-import reprlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import yaml
 
-from edgeslim.compress.registry import StepConfig, make_step, require, step_names
+from edgeslim.compress.registry import StepConfig, make_step, require, step_names, step_schema
+from edgeslim.core.documents import ONE_LINE, Reading, check_keys, from_dict, json_schema
+from edgeslim.core.documents import clip as _clip
+from edgeslim.core.documents import show as _show
 from edgeslim.core.errors import ConfigError
 from edgeslim.core.limits import MAX_DEPTH, RECIPE_MAX_BYTES, read_bounded_text
+from edgeslim.plan import QUANTIZE_MODES, PlanOptions, plan_steps
 
 RECIPE_VERSION = 1
 MAX_ALIASES = 32            # a hand-written recipe reuses a block a few times, never more
@@ -33,34 +40,61 @@ MAX_CANDIDATES = 1000       # each candidate is a build; a sweep grid beyond thi
 MAX_NAME_CHARS = 200        # a candidate name is a directory name
 MAX_OPTION_TEXT = 4096      # a step option is a number, a name, or a short list of names
 MAX_OPTION_LIST = 1000
+SWEEP_MODES = (*QUANTIZE_MODES, "qat")
 
 
-class _ShortRepr(reprlib.Repr):
-    """reprlib with a guard for huge integers, whose repr is slow or refused (Python >= 3.11)."""
+# A recipe is a typed document (edgeslim.core.documents): each field below is checked against its
+# annotation when read, and the recipe's JSON Schema (`recipe_schema`) comes from the same fields.
+# A null in a recipe means the field's default, as YAML writes an empty value as null.
 
-    def repr_int(self, x, level):
-        if x.bit_length() > 128:
-            return f"<an integer of {x.bit_length()} bits>"
-        return super().repr_int(x, level)
-
-
-_SHORT = _ShortRepr()
-_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 2, 5, 4, 60, 60
+def _candidate_name(value, path: str, reading: Reading) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        reading.fail(path, f"must be text, got {_show(value)}")
+    return str(value)
 
 
-def _clip(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+def _steps(value, path: str, reading: Reading) -> list[StepConfig]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        reading.fail(path, f"must be a list like [int8], got {_show(value)}")
+    return [_parse_step(entry) for entry in value]
 
 
-def _show(value, limit: int = 80) -> str:
-    """A user value as messages quote it: never the whole of it, whatever its size or nesting."""
-    return _clip(_SHORT.repr(value), limit)
+def _devices(value, path: str, reading: Reading) -> list[str]:
+    devices = [value] if isinstance(value, str) else value
+    if not isinstance(devices, list) or not all(isinstance(d, str) and d and d.isprintable() for d in devices):
+        reading.fail(path, f"must be a list of device names like [cpu], got {_show(value)}")
+    return devices
+
+
+def _bench_config():
+    from edgeslim.devices.runner import BenchConfig
+
+    return BenchConfig
+
+
+def _export_config():
+    from edgeslim.export.onnx_export import ExportConfig
+
+    return ExportConfig
+
+
+def _gate_config():
+    from edgeslim.report.gates import GateConfig
+
+    return GateConfig
+
+
+_TEXT = {"minLength": 1, **ONE_LINE}
+_DEVICES_SCHEMA = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string", "minLength": 1}}]}
 
 
 @dataclass
 class TrainConfig:
     """Train the model before compressing it (the embedded demo starts from an untrained CNN)."""
 
+    NULL_IS_DEFAULT: ClassVar[bool] = True
     epochs: int = 15
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -74,8 +108,13 @@ class TrainConfig:
 
 @dataclass
 class Candidate:
-    name: str
-    steps: list[StepConfig] = field(default_factory=list)
+    """One bundle to build: a name (its folder) and its steps, in order."""
+
+    NULL_IS_DEFAULT: ClassVar[bool] = True
+    name: str = field(metadata={"parse": _candidate_name, "schema": {"type": ["string", "number"]}})
+    steps: list[StepConfig] = field(default_factory=list, metadata={
+        "parse": _steps, "schema": lambda defs: {"type": "array", "items": step_schema(defs)},
+        "description": "Steps in order: torch steps (prune, distill, qat) before one ONNX step (int8, dynamic, fp16)."})
 
     def to_dict(self) -> dict:
         return {"name": self.name, "steps": [step.to_dict() for step in self.steps]}
@@ -83,19 +122,24 @@ class Candidate:
 
 @dataclass
 class Recipe:
-    model: str
-    data: str
-    candidates: list[Candidate]
-    weights: str | None = None
-    metric: str = "top1"
+    """An edgeslim recipe: a model, its data, and the candidates to build from it, validate and gate."""
+
+    NULL_IS_DEFAULT: ClassVar[bool] = True
+    SCHEMA_EXTRA: ClassVar[dict] = {"anyOf": [{"required": ["candidates"]}, {"required": ["sweep"]}]}
+    model: str = field(metadata={**_TEXT, "description": "path/to/file.py:factory or package.module:factory"})
+    data: str = field(metadata={**_TEXT, "description": "A data factory spec returning {'val', 'train', ...}."})
+    candidates: list[Candidate] = field(default_factory=list)
+    weights: str | None = field(default=None, metadata=ONE_LINE)
+    metric: str = field(default="top1", metadata={**_TEXT, "description": "top1, or a spec of fn(outputs, labels)."})
     train: TrainConfig | None = None
-    devices: list[str] = field(default_factory=lambda: ["cpu"])
-    baseline: str | None = None
-    bench: dict = field(default_factory=dict)
-    gates: dict = field(default_factory=dict)
-    export: dict = field(default_factory=dict)
-    sweep: dict = field(default_factory=dict)
-    version: int = RECIPE_VERSION
+    devices: list[str] = field(default_factory=lambda: ["cpu"], metadata={"parse": _devices, "schema": _DEVICES_SCHEMA})
+    baseline: str | None = field(default=None, metadata=ONE_LINE)
+    bench: dict = field(default_factory=dict, metadata={"options_of": _bench_config})
+    gates: dict = field(default_factory=dict, metadata={"options_of": _gate_config})
+    export: dict = field(default_factory=dict, metadata={"options_of": _export_config})
+    sweep: dict = field(default_factory=dict, metadata={
+        "description": "A grid of candidates: {prune: [0, 0.5], quantize: [none, int8], distill: {...}, round_to: 8}."})
+    version: int = field(default=RECIPE_VERSION, metadata={"const": RECIPE_VERSION})
 
     def __post_init__(self):
         # type() rather than isinstance(): True is an int, and no recipe means version True.
@@ -123,70 +167,6 @@ class Recipe:
 
 # -- from a parsed mapping -----------------------------------------------------------------------
 
-_KINDS = {"int": (int, "a whole number"), "float": (float, "a number"), "str": (str, "text"),
-          "bool": (bool, "true or false"), "dict": (dict, "a mapping"), "list": (list, "a list")}
-
-
-def _option(where: str, value, annotation):
-    """`value` as a config field's declared type; `where` names it in the message.
-
-    Floats also parse text, as YAML 1.1 reads `2e-3` (no dot) as a string.
-    """
-    kinds = [kind.strip().split("[")[0] for kind in str(annotation).split("|")]
-    if value is None and "None" in kinds:
-        return None
-    if kinds[0] not in _KINDS:
-        return value  # a type this check does not know: left to the config's own checks
-    kind, words = _KINDS[kinds[0]]
-    if kind is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    elif isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
-        return value
-    raise ConfigError(f"recipe '{where}' must be {words}, got {_show(value)}")
-
-
-def _options(where: str, value, config_cls) -> dict:
-    """A mapping of options for `config_cls` (a dataclass), each checked against its field."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ConfigError(f"recipe '{where}' must be a mapping of options, got {_show(value)}")
-    fields = {f.name: f for f in dataclasses.fields(config_cls) if f.init}
-    options = {}
-    for key, option in value.items():
-        if key not in fields:
-            raise ConfigError(f"recipe '{where}' has no option {_show(key)}; "
-                              f"its options are {', '.join(sorted(fields))}")
-        options[key] = _option(f"{where}.{key}", option, fields[key].type)
-    return options
-
-
-def _text(key: str, value, optional: bool = False) -> str | None:
-    if value is None and optional:
-        return None
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"recipe '{key}' must be text, got {_show(value)}")
-    return value
-
-
-def _devices(value) -> list[str]:
-    devices = [value] if isinstance(value, str) else value
-    if not isinstance(devices, list) or not all(isinstance(d, str) and d for d in devices):
-        raise ConfigError(f"recipe 'devices' must be a list of device names like [cpu], got {_show(value)}")
-    return devices
-
-
-def _gates(value) -> dict:
-    from edgeslim.report.gates import GateConfig
-
-    gates = _options("gates", value, GateConfig)
-    GateConfig(**gates)  # its own range checks, now rather than after every build
-    return gates
-
-
 def _step_name(name) -> str:
     if not isinstance(name, str) or name not in step_names():
         raise ConfigError(f"unknown step {_show(name)}; the steps are {step_names()}")
@@ -210,7 +190,7 @@ def _step_options(name: str, params) -> dict | None:
         if not isinstance(key, str) or len(key) > 64:
             raise ConfigError(f"step '{name}' has no option {_show(key)}")
         if not _plain(value):
-            raise ConfigError(f"step '{name}' option '{key}' must be a number, a name or a list of names, "
+            raise ConfigError(f"step '{name}' option {_show(key)} must be a number, a name or a list of names, "
                               f"got {_show(value)}")
     return params
 
@@ -226,21 +206,6 @@ def _parse_step(entry) -> StepConfig:
     raise ConfigError(f"a step must be a name or {{name: {{options}}}}, got {_show(entry)}")
 
 
-def _candidate(entry) -> Candidate:
-    if not isinstance(entry, dict) or "name" not in entry:
-        raise ConfigError(f"each candidate needs a 'name', got {_show(entry)}")
-    name, steps = entry["name"], entry.get("steps") or []
-    if isinstance(name, bool) or not isinstance(name, (str, int, float)):
-        raise ConfigError(f"a candidate name must be text, got {_show(name)}")
-    extra = [key for key in entry if key not in ("name", "steps")]
-    if extra:
-        raise ConfigError(f"candidate {_show(name)} has an unknown key {_show(extra[0])}; "
-                          "a candidate has a 'name' and 'steps'")
-    if not isinstance(steps, list):
-        raise ConfigError(f"candidate {_show(name)}: 'steps' must be a list like [int8], got {_show(steps)}")
-    return Candidate(str(name), [_parse_step(step) for step in steps])
-
-
 def _candidate_entries(data: dict) -> list:
     listed = data.get("candidates") or []
     if not isinstance(listed, list):
@@ -253,46 +218,22 @@ def _candidate_entries(data: dict) -> list:
     return entries
 
 
-def _check_keys(data: dict) -> None:
-    known = [f.name for f in dataclasses.fields(Recipe)]
-    unknown = [key for key in data if key not in known]
-    if unknown:
-        raise ConfigError(f"recipe has an unknown key {_show(unknown[0])}; the keys are {sorted(known)}")
-    for key in ("model", "data"):
-        if key not in data:
-            raise ConfigError(f"recipe lacks '{key}'")
-    if "candidates" not in data and "sweep" not in data:
-        raise ConfigError("recipe lacks 'candidates' (or a 'sweep' that makes them)")
-
-
-def _fields(data: dict) -> dict:
-    """Every field but candidates and train, each checked for its type."""
-    from edgeslim.devices.runner import BenchConfig
-    from edgeslim.export.onnx_export import ExportConfig
-
-    fields = {"model": _text("model", data["model"]), "data": _text("data", data["data"]),
-              "weights": _text("weights", data.get("weights"), optional=True),
-              "baseline": _text("baseline", data.get("baseline"), optional=True),
-              "bench": _options("bench", data.get("bench"), BenchConfig),
-              "export": _options("export", data.get("export"), ExportConfig),
-              "gates": _gates(data.get("gates")), "sweep": data.get("sweep") or {},
-              "version": data.get("version", RECIPE_VERSION)}
-    if data.get("metric") is not None:
-        fields["metric"] = _text("metric", data["metric"])
-    if data.get("devices") is not None:
-        fields["devices"] = _devices(data["devices"])
-    return fields
-
-
-def recipe_from_dict(data: dict) -> Recipe:
+def recipe_from_dict(data: dict, where: str = "recipe") -> Recipe:
+    """The recipe in a parsed mapping, every field checked for its type; `where` names it in messages."""
     if not isinstance(data, dict):
         raise ConfigError("a recipe must be a YAML mapping with 'model', 'data' and 'candidates'")
-    _check_keys(data)
-    fields = _fields(data)
-    candidates = [_candidate(entry) for entry in _candidate_entries(data)]
-    train = data.get("train")
-    train = None if train is None else TrainConfig(**_options("train", train, TrainConfig))
-    return Recipe(candidates=candidates, train=train, **fields)
+    reading = Reading(where)
+    check_keys(Recipe, data, reading)
+    if "candidates" not in data and "sweep" not in data:
+        raise ConfigError(f"{where} lacks 'candidates' (or a 'sweep' that makes them)")
+    return from_dict(Recipe, {**data, "candidates": _candidate_entries(data)}, reading)
+
+
+def recipe_schema() -> dict:
+    """The JSON Schema of a recipe file, its steps a oneOf over the registered step configs."""
+    import edgeslim.compress  # noqa: F401  (registers the steps)
+
+    return json_schema(Recipe, title="edgeslim recipe")
 
 
 def _sweep_lists(sweep: dict) -> tuple[list, list]:
@@ -304,6 +245,11 @@ def _sweep_lists(sweep: dict) -> tuple[list, list]:
         raise ConfigError(f"recipe 'sweep' prune must be a list of ratios like [0, 0.5], got {_show(ratios)}")
     if not all(m is None or isinstance(m, str) for m in modes):
         raise ConfigError(f"recipe 'sweep' quantize must be a list of modes like [none, int8], got {_show(modes)}")
+    for mode in modes:
+        if mode is not None and mode not in SWEEP_MODES:
+            _step_name(mode)  # an unknown step is named as such
+            raise ConfigError(f"recipe 'sweep' quantize {_show(mode)} is not a quantization mode; "
+                              f"the modes are {', '.join(SWEEP_MODES)}")
     if len(ratios) * len(modes) > MAX_CANDIDATES:
         raise ConfigError(f"recipe 'sweep' makes {len(ratios) * len(modes):,} candidates, "
                           f"over the limit of {MAX_CANDIDATES:,}")
@@ -329,18 +275,25 @@ def sweep_candidates(sweep: dict) -> list[dict]:
     distill = sweep.get("distill") or {}
     if not isinstance(distill, dict):
         raise ConfigError(f"recipe 'sweep' distill must be a mapping of options, got {_show(distill)}")
+    _step_options("distill", distill)
+    round_to = sweep.get("round_to", 8)
+    if not isinstance(round_to, int) or isinstance(round_to, bool):
+        raise ConfigError(f"recipe 'sweep' round_to must be a whole number like 8, got {_show(round_to)}")
     candidates = []
     for ratio in ratios:
         for mode in modes:
-            steps = []
-            if ratio:
-                steps += [{"prune": {"ratio": ratio, "round_to": sweep.get("round_to", 8)}},
-                          {"distill": dict(distill)}]
-            if mode not in ("none", None):
-                steps.append(mode)
+            steps = plan_steps(_sweep_options(ratio, mode, round_to, distill))
             name = ("fp32" if not ratio else f"p{ratio:g}-kd") + ("" if mode in ("none", None) else f"-{mode}")
-            candidates.append({"name": name, "steps": steps})
+            candidates.append({"name": name, "steps": [step.to_dict() for step in steps]})
     return candidates
+
+
+def _sweep_options(ratio: float, mode: str | None, round_to: int, distill: dict) -> PlanOptions:
+    """A grid point as the planner's options: `qat` is quantization-aware training with its default epochs."""
+    qat_epochs = make_step("qat").epochs if mode == "qat" else None
+    quantize = "none" if mode in (None, "qat") else mode
+    return PlanOptions(prune=ratio, round_to=round_to, distill_options=dict(distill), quantize=quantize,
+                       qat_epochs=qat_epochs)
 
 
 # -- from a file ---------------------------------------------------------------------------------
@@ -378,6 +331,13 @@ class _RecipeLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1
+
+
+# YAML 1.1 reads 2e-3 (an exponent, no dot) as text; a recipe reads it as the number YAML 1.2 and JSON see,
+# so that step options are typed strictly (text is never turned into a number after parsing).
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
 
 
 def _children(node) -> list:

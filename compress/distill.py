@@ -18,7 +18,7 @@ class DistillConfig(StepConfig):
     weight_decay: float = 1e-4
     seed: int = 0
     device: str = "auto"            # cuda when torch sees a GPU, else cpu
-    features: list = field(default_factory=list)  # module names for intermediate-feature distillation
+    features: list[str] = field(default_factory=list)  # module names for intermediate-feature distillation
     feature_weight: float = 1.0
     patience: int = 0               # early stopping on the val metric (0: off); keeps the best epoch
     resume: bool = True             # checkpoint each epoch; an interrupted run resumes

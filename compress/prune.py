@@ -21,7 +21,7 @@ class PruneConfig(StepConfig):
     round_to: int = 8           # channel counts stay multiples of this (suits SIMD kernels)
     importance: str = "l2"      # l1 or l2 norm of each channel group's weights
     global_pruning: bool = False
-    ignore: list = field(default_factory=list)  # module names whose output channels stay whole
+    ignore: list[str] = field(default_factory=list)  # module names whose output channels stay whole
 
     def check(self) -> None:
         require(0.0 < self.ratio < 1.0, "prune.ratio", self.ratio, "a fraction in (0, 1), e.g. 0.5")

@@ -24,7 +24,7 @@ class Int8Config(StepConfig):
     fast_bias_correction: bool = True
     max_accuracy_drop: float | None = None   # accuracy control: points (or a fraction, relative)
     relative: bool = False
-    in_float: list = field(default_factory=list)  # layer (node) names kept in float by hand
+    in_float: list[str] = field(default_factory=list)  # layer (node) names kept in float by hand
     # Which weights use a 7-bit range (see OVERFLOW_FIX). "auto": the target's instruction set
     # decides (7-bit on x86 without VNNI, the full range with VNNI or ARM dot products).
     overflow_fix: str = "auto"

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from edgeslim.core.documents import Reading, from_dict, object_schema, show, type_schema
 from edgeslim.core.errors import ConfigError, require  # noqa: F401 (steps import require from here)
 
 STAGES = ("torch", "onnx")
@@ -40,7 +41,7 @@ class StepConfig:
 
     name: ClassVar[str] = ""
     stage: ClassVar[str] = "torch"
-    version: int = 1
+    version: int = field(default=1, metadata={"const": 1})
 
     def __post_init__(self) -> None:
         self.check()
@@ -53,42 +54,18 @@ class StepConfig:
 
     @classmethod
     def from_dict(cls, params: dict | None) -> StepConfig:
-        params = dict(params or {})
-        params.pop("step", None)
-        fields = {field.name: field for field in dataclasses.fields(cls)}
-        unknown = sorted(set(params) - set(fields))
-        if unknown:
-            raise ConfigError(f"step '{cls.name}' has no option {unknown[0]!r}; "
-                              f"its options are {sorted(fields)}")
-        return cls(**{key: _coerce(cls.name, fields[key], value) for key, value in params.items()})
+        """The config from a mapping of options (a recipe's, a manifest's `compression` entry), each
+        checked against its field's type: "flase" is not a bool, true is not a ratio."""
+        params = {} if params is None else params
+        if not isinstance(params, dict):
+            raise ConfigError(f"step '{cls.name}' options must be a mapping, got {show(params)}")
+        params = {key: value for key, value in params.items() if key != "step"}
+        return from_dict(cls, params, step_reading(cls.name))
 
 
-def _coerce(step: str, field: dataclasses.Field, value: Any) -> Any:
-    """YAML and the CLI hand us strings and ints; make them the field's declared type."""
-    kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
-    if value is None and "None" in kind:
-        return None
-    kind = kind.split("|")[0].strip()
-    try:
-        if kind == "float":
-            return float(value)
-        if kind == "int":
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value)
-        if kind == "bool":
-            if isinstance(value, str):
-                return value.strip().lower() in ("1", "true", "yes", "on")
-            return bool(value)
-        if kind.startswith("list"):
-            if isinstance(value, str):
-                return [part.strip() for part in value.split(",") if part.strip()]
-            if not isinstance(value, (list, tuple)):
-                raise ValueError
-            return list(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"step '{step}' option '{field.name}' must be {kind}, got {value!r}") from None
-    return value
+def step_reading(name: str) -> Reading:
+    """How a step's options are named in messages: "step 'prune' option 'ratio' must be a number"."""
+    return Reading(f"step '{name}'", ConfigError, field_word="option")
 
 
 def register_step(config_cls: type[StepConfig]) -> Callable:
@@ -106,6 +83,28 @@ def register_step(config_cls: type[StepConfig]) -> Callable:
 
 def step_names() -> list[str]:
     return sorted(_CONFIGS)
+
+
+def step_configs() -> dict[str, type[StepConfig]]:
+    """Each registered step's name and config class, by name."""
+    return {name: _CONFIGS[name] for name in step_names()}
+
+
+def step_schema(defs: dict) -> dict:
+    """One step of a recipe as JSON Schema: a oneOf over the registered configs, each in the three
+    forms a recipe may write it: its name (default options), {name: {options}}, {step: name, options}."""
+    forms: list[dict] = [{"enum": step_names(), "description": "A step with its default options."}]
+    for name, config_cls in step_configs().items():
+        options = type_schema(config_cls, defs)
+        forms.append({"type": "object", "properties": {name: {"anyOf": [options, {"type": "null"}]}},
+                      "required": [name], "additionalProperties": False})
+    for name, config_cls in step_configs().items():
+        flat = object_schema(config_cls, {})
+        flat.pop("description", None)
+        flat["properties"] = {"step": {"const": name}, **flat["properties"]}
+        flat["required"] = ["step"]
+        forms.append(flat)
+    return {"oneOf": forms}
 
 
 def make_step(name: str, params: dict | None = None) -> StepConfig:

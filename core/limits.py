@@ -41,7 +41,8 @@ def read_bounded_json(path: Path, what: str, max_bytes: int, error: type):
     except ValueError as exc:  # JSONDecodeError, and integers past Python's digit limit
         raise error(f"{what} {path} is not valid JSON ({str(exc)[:200]})") from None
     except RecursionError:
-        raise error(f"{what} {path} is nested deeper than {MAX_DEPTH} levels; it is not a file edgeslim wrote") from None
+        raise error(f"{what} {path} is nested deeper than {MAX_DEPTH} levels; "
+                    "it is not a file edgeslim wrote") from None
     check_depth(document, f"{what} {path}", error)
     return document
 

@@ -21,6 +21,7 @@ import shutil
 import signal
 import tempfile
 from contextlib import ExitStack, contextmanager
+from glob import escape as glob_escape
 from pathlib import Path
 
 from edgeslim.core.errors import ConfigError
@@ -40,6 +41,21 @@ def fault_point(name: str) -> None:
 
 
 # -- permissions ----------------------------------------------------------------------------------
+
+def unwritable(path: Path, exc: OSError) -> ConfigError:
+    """An output that the OS refuses (a read-only folder, a full disk) as one sentence."""
+    reason = (exc.strerror or type(exc).__name__).lower()
+    where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""
+    return ConfigError(f"cannot write {path}: {reason}{where}; choose a path in a folder you can write to")
+
+
+def _check_folder(path: Path) -> None:
+    """The nearest existing folder above `path` must be a folder: else no file can go below it."""
+    for parent in path.parents:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise ConfigError(f"cannot write {path}: {parent} is a file, not a folder; choose another path")
+            return
 
 def current_umask() -> int:
     """The process umask, read without changing it where /proc allows (threads may be writing)."""
@@ -65,25 +81,45 @@ def _as_umask_allows(path: Path, is_dir: bool) -> None:
 def write_text(path: Path, text: str) -> None:
     """Write text through a temporary file beside `path` and one rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _check_folder(path)
+    _remove_stale_temporaries(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise unwritable(path, exc) from None
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
         _as_umask_allows(Path(tmp), is_dir=False)
         fault_point(f"wrote-tmp:{path.name}")
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk, a quota
+        Path(tmp).unlink(missing_ok=True)
+        raise unwritable(path, exc) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def _remove_stale_temporaries(path: Path) -> None:
+    """Temporary files of a writer killed before its rename. Only while this process holds the lock
+    of the file or of its folder (a run's report): then no live writer can own one."""
+    absolute = path.absolute()
+    if absolute not in _HELD and absolute.parent not in _HELD:
+        return
+    for leftover in absolute.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+        if leftover.is_file() and not leftover.is_symlink():
+            leftover.unlink(missing_ok=True)
+
+
 def write_json(path: Path, data) -> None:
     """Write JSON through a temporary file and a rename, so no reader sees half a file."""
-    write_text(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
+    write_text(path, json.dumps(data, indent=2, default=jsonable) + "\n")
 
 
-def _jsonable(value):
+def jsonable(value):
+    """What json.dumps writes for a value it does not know: numpy's as Python's, anything else as text."""
     if hasattr(value, "tolist"):  # numpy scalars and arrays alike
         return value.tolist()
     return str(value)
@@ -241,10 +277,14 @@ def claimed(path: Path, flag: str = "--out"):
     if path in _HELD:  # this process holds it already (the CLI claims early, the writer again)
         yield path
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _check_folder(path)
     lock = _sibling(path, _LOCK)
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o666)
+        try:  # the first write of every output: a read-only folder is told here, before any work
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o666)
+        except OSError as exc:
+            raise unwritable(path, exc) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -286,7 +326,10 @@ def staged_bundle(final: Path, force: bool = False):
     with claimed(final):
         merge = check_bundle_output(final, force)
         _remove_stale(final)
-        staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.{_STAGING}-{os.getpid()}-", dir=final.parent))
+        try:
+            staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.{_STAGING}-{os.getpid()}-", dir=final.parent))
+        except OSError as exc:
+            raise unwritable(final, exc) from None
         _as_umask_allows(staging, is_dir=True)
         fault_point("staging-created")
         try:

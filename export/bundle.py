@@ -50,4 +50,19 @@ def manifest_for(model, name: str, files: list[str], directory: Path, compressio
         "created_with": package_versions(),
     }
     manifest.update(extra or {})
+    check_written(manifest)
     return manifest
+
+
+def check_written(manifest: dict) -> None:
+    """The manifest as readers will see it (JSON) is of the types they check (edgeslim.sdk.manifest):
+    a writer that drifts from the document fails here, at build time, not in every reader after."""
+    import json
+
+    from edgeslim.core.documents import Reading, from_dict
+    from edgeslim.core.outputs import jsonable
+    from edgeslim.sdk.manifest import Manifest
+
+    as_read = json.loads(json.dumps(manifest, default=jsonable))
+    from_dict(Manifest, as_read, Reading("the manifest edgeslim writes", RuntimeError,
+                                         hint="this is a bug in edgeslim, please report it"))

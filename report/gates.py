@@ -92,7 +92,9 @@ def apply_gates(report: dict, config: GateConfig, against: dict | None = None,
                 against_name: str = "the --against report") -> bool:
     """Fill each candidate's `gates` and `passed`; compare with `against` when given, else the baseline.
 
-    `against_name` names the old report in the sentence of a candidate it lacks.
+    `against_name` names the old report in the sentence of a candidate it lacks. With no gate
+    configured nothing is checked: `passed` stays null (nothing passed, nothing failed) and the
+    result is True.
     """
     baseline = candidate(report, report["baseline"])
     if baseline is None:  # read_report refuses this; a report built in memory is checked here
@@ -104,10 +106,11 @@ def apply_gates(report: dict, config: GateConfig, against: dict | None = None,
                 gate_candidate(entry, baseline, f"baseline {report['baseline']}", config)
         else:
             gates = _gates_against(entry, against, against_name, config)
-        entry["gates"], entry["passed"] = gates, all(gate["passed"] for gate in gates.values())
-        all_passed &= entry["passed"]
+        entry["gates"] = gates
+        entry["passed"] = all(gate["passed"] for gate in gates.values()) if config.any() else None
+        all_passed &= entry["passed"] is not False
     report["gate_config"] = config.to_dict()
-    report["passed"] = all_passed
+    report["passed"] = all_passed if config.any() else None
     return all_passed
 
 

@@ -39,7 +39,7 @@ def summary_rows(report: dict) -> list[dict]:
     for entry in report["candidates"]:
         row = {"name": entry["name"], "size": _size(entry["size_bytes"]),
                "smaller": base["size_bytes"] / entry["size_bytes"], "params": entry.get("params"),
-               "accuracy": entry.get("accuracy"), "steps": _steps(entry), "passed": entry.get("passed", True),
+               "accuracy": entry.get("accuracy"), "steps": _steps(entry), "passed": entry.get("passed"),
                "latency": {}, "pareto": _pareto(entry)}
         if entry.get("accuracy") is not None and base.get("accuracy") is not None:
             row["delta"] = entry["accuracy"] - base["accuracy"]
@@ -88,7 +88,7 @@ def _slower_lines(report: dict) -> str:
     slower = [f"- `{entry['name']}` is **slower than the baseline** on {device} "
               f"({entry['latency'][device]['p50_ms']:.3f} ms p50)"
               for entry in report["candidates"] for device, flag in (entry.get("slower_than_baseline") or {}).items()
-              if flag]
+              if flag and device in entry.get("latency", {})]
     return "\n".join(slower) + "\n" if slower else ""
 
 
@@ -112,7 +112,8 @@ def render_markdown(report: dict) -> str:
             label = f" ({stats['mode']})" if stats and stats.get("mode") in ("emulated", "estimated") else ""
             cells += [f"{stats['p50_ms']:.3f}{label}" if stats else "—",
                       f"{speedup:.2f}x" if speedup else "—"]
-        cells += [row["pareto"], row["steps"], "pass" if row["passed"] else "**FAIL**"]
+        # passed is null until gates run: a candidate no gate checked shows a dash, not "pass".
+        cells += [row["pareto"], row["steps"], {True: "pass", False: "**FAIL**"}.get(row["passed"], "—")]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "★: on the Pareto front of accuracy against size, or against p50 latency on that device.", "",
               _kernel_lines(report), _slower_lines(report), _accuracy_by_device(report),
@@ -128,16 +129,18 @@ def _latency_details(report: dict, devices: list[str]) -> str:
              "Mode: *measured* on the device itself; *emulated* on this host cut to the board's cores (same "
              "instruction set); *estimated* by the cost model calibrated on this host (a board this host cannot "
              "emulate).", "",
-             "| candidate | device | mode | threads | p50 ms | p90 ms | p99 ms | mean ms | throughput/s | load ms | first run ms | peak RSS MB |",
+             "| candidate | device | mode | threads | p50 ms | p90 ms | p99 ms | mean ms | throughput/s | load ms "
+             "| first run ms | peak RSS MB |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for entry in report["candidates"]:
         for device in devices:
             s = entry.get("latency", {}).get(device)
             if s:
                 mode = s.get("mode", "measured")
-                lines.append(f"| `{entry['name']}` | {device} | {mode} | {s.get('threads') or '—'} | {s['p50_ms']:.3f} | "
-                             f"{s['p90_ms']:.3f} | {s['p99_ms']:.3f} | {s['mean_ms']:.3f} | {s['throughput']:.0f} | "
-                             f"{_num(s.get('load_ms'), 1)} | {_num(s.get('first_run_ms'), 2)} | {_num(s.get('peak_rss_mb'), 0)} |")
+                lines.append(f"| `{entry['name']}` | {device} | {mode} | {s.get('threads') or '—'} "
+                             f"| {s['p50_ms']:.3f} | {s['p90_ms']:.3f} | {s['p99_ms']:.3f} | {s['mean_ms']:.3f} "
+                             f"| {s['throughput']:.0f} | {_num(s.get('load_ms'), 1)} "
+                             f"| {_num(s.get('first_run_ms'), 2)} | {_num(s.get('peak_rss_mb'), 0)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -187,7 +190,8 @@ def sensitivity_markdown(table: dict, heading: bool = True) -> str:
     for row in rows:
         line = f"| `{row['layer']}` | {row['op']} | {row['alone_in_float']:.2f} | {row['gain_in_float']:+.2f} |"
         if both:
-            line += f" {row['alone_quantized']:.2f} | {row['drop_quantized']:+.2f} |"
+            drop = row.get("drop_quantized")
+            line += f" {_num(row.get('alone_quantized'), 2)} | {'—' if drop is None else f'{drop:+.2f}'} |"
         lines.append(line)
     return "\n".join(lines) + "\n"
 

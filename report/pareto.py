@@ -23,7 +23,8 @@ def mark_fronts(report: dict) -> None:
     fronts = {"size": _front({e["name"]: (e["accuracy"], e["size_bytes"]) for e in entries})}
     devices = sorted({device for e in report["candidates"] for device in e.get("latency", {})})
     for device in devices:
-        timed = {e["name"]: (e["accuracy"], e["latency"][device]["p50_ms"]) for e in entries if device in e.get("latency", {})}
+        timed = {e["name"]: (e["accuracy"], e["latency"][device]["p50_ms"])
+                 for e in entries if device in e.get("latency", {})}
         fronts[f"latency[{device}]"] = _front(timed)
     baseline = next((e for e in report["candidates"] if e["name"] == report["baseline"]), None)
     for entry in report["candidates"]:

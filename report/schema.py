@@ -1,14 +1,119 @@
-"""The report document: edgeslim-report/1."""
+"""The report document, edgeslim-report/1, as typed dataclasses (see edgeslim.core.documents).
+
+`read_report` refuses a report whose fields are not of these types, so the renderers and gates
+that read one may rely on them. The report is open: a newer edgeslim may add keys. `passed` is
+null until gates run: a candidate not yet gated has not passed anything.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
+from edgeslim.core.documents import Reading, from_dict, json_schema
 from edgeslim.core.errors import ConfigError
 from edgeslim.core.limits import REPORT_MAX_BYTES, read_bounded_json
+from edgeslim.sdk.manifest import AccuracyControl, Int8Form, SensitivityRow, StepRecord
 
 REPORT_FORMAT = "edgeslim-report/1"
 # The figures every renderer formats for each device a candidate was measured on.
 LATENCY_KEYS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "throughput")
+_TEXT = {"minLength": 1}
+
+
+@dataclass
+class LatencyStats:
+    """Latency of one bundle on one device: percentiles after warm-up, load and first run apart."""
+
+    OPEN: ClassVar[bool] = True
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    throughput: float
+    min_ms: float | None = None
+    max_ms: float | None = None
+    load_ms: float | None = None
+    first_run_ms: float | None = None
+    peak_rss_mb: float | None = None
+    threads: int | None = None
+    mode: str = "measured"
+    batch: int | None = None
+    runs: int | None = None
+    warmup: int | None = None
+
+
+@dataclass
+class GateResult:
+    """One gate of one candidate: the figure, its limit, what it was compared with, and the verdict."""
+
+    OPEN: ClassVar[bool] = True
+    value: float | None
+    limit: float | None
+    reference: str
+    passed: bool
+    reason: str | None = None
+
+
+@dataclass
+class CandidateResult:
+    """One validated bundle: size, accuracy and latency per device, and its gates once they ran."""
+
+    OPEN: ClassVar[bool] = True
+    name: str = field(metadata=_TEXT)
+    size_bytes: float = field(metadata={"description": "Bytes of every file the model needs; positive."})
+    bundle: str | None = None
+    params: int | None = None
+    accuracy: float | None = None
+    accuracy_by_device: dict[str, float | None] = field(default_factory=dict)
+    latency: dict[str, LatencyStats] = field(default_factory=dict)
+    compression: list[StepRecord] = field(default_factory=list)
+    gates: dict[str, GateResult] = field(default_factory=dict)
+    passed: bool | None = field(default=None, metadata={"description": "null until gates run."})
+    pareto: dict[str, bool] = field(default_factory=dict)
+    slower_than_baseline: dict[str, bool] = field(default_factory=dict)
+    accuracy_control: AccuracyControl | None = None
+    sensitivity: list[SensitivityRow] | None = None
+    int8_coverage: dict[str, Any] | None = None
+    int8_form: Int8Form | None = None
+
+
+@dataclass
+class BenchSettings:
+    OPEN: ClassVar[bool] = True
+    runs: int | None = None
+    warmup: int | None = None
+    batch: int | None = None
+
+
+@dataclass
+class Settings:
+    """How the report was measured."""
+
+    OPEN: ClassVar[bool] = True
+    metric: str = "top1"
+    devices: list[dict[str, Any]] = field(default_factory=list)
+    bench: BenchSettings = field(default_factory=BenchSettings)
+    wall_s: float | None = None
+
+
+@dataclass
+class Report:
+    """report.json: each candidate's size, accuracy and latency against the baseline, and its gates."""
+
+    OPEN: ClassVar[bool] = True
+    format: str = field(metadata={"const": REPORT_FORMAT})
+    baseline: str = field(metadata={"description": "The name of the candidate the others are compared with."})
+    candidates: list[CandidateResult] = field(metadata={"minItems": 1})
+    settings: Settings = field(default_factory=Settings)
+    created_with: dict[str, str | None] = field(default_factory=dict)
+    recipe: dict[str, Any] | None = None
+    gate_config: dict[str, float | None] | None = None
+    passed: bool | None = field(default=None, metadata={"description": "null until gates run."})
+
+
+def report_schema() -> dict:
+    return json_schema(Report, title="edgeslim report")
 
 
 def new_report(baseline: str, candidates: list[dict], settings: dict) -> dict:
@@ -17,11 +122,24 @@ def new_report(baseline: str, candidates: list[dict], settings: dict) -> dict:
 
     for candidate in candidates:
         candidate.setdefault("gates", {})
-        candidate.setdefault("passed", True)
+        candidate.setdefault("passed", None)  # not gated yet: apply_gates sets it
     report = {"format": REPORT_FORMAT, "baseline": baseline, "candidates": candidates,
               "settings": settings, "created_with": package_versions()}
     mark_fronts(report)
+    check_written(report)
     return report
+
+
+def check_written(report: dict) -> None:
+    """The report as readers will see it (JSON) is of the types `read_report` checks: a writer that
+    drifts from the document fails here, where it is written, not in every reader after."""
+    import json
+
+    from edgeslim.core.outputs import jsonable
+
+    as_read = json.loads(json.dumps(report, default=jsonable))
+    from_dict(Report, as_read, Reading("the report edgeslim writes", RuntimeError,
+                                       hint="this is a bug in edgeslim, please report it"))
 
 
 def quote(value, limit: int = 60) -> str:
@@ -47,52 +165,40 @@ def read_report(path: str | Path) -> dict:
     except ValueError as exc:  # json's own, e.g. an integer beyond Python's 4300-digit limit
         raise ConfigError(f"report {path} is not valid JSON ({quote(str(exc), 120)})") from None
     if not isinstance(report, dict) or report.get("format") != REPORT_FORMAT:
-        found = quote(report.get("format") if isinstance(report, dict) else None)
-        raise ConfigError(f"{path} is not an edgeslim report (format {found}, expected {REPORT_FORMAT!r})")
+        found = report.get("format") if isinstance(report, dict) else None
+        newer = isinstance(found, str) and found.startswith("edgeslim-report/")
+        raise ConfigError(f"{path} is not an edgeslim report (format {quote(found)}, expected {REPORT_FORMAT!r})"
+                          + ("; it was written by another edgeslim version, so upgrade edgeslim" if newer else ""))
     check_report(report, f"report {path}")
     return report
 
 
 def check_report(report: dict, what: str) -> None:
-    """Refuse a report whose candidates or baseline are not what gates and renderers need."""
-    entries = report.get("candidates")
-    if not isinstance(entries, list) or not entries:
-        raise ConfigError(f"{what} has no candidates; it needs a list of them under 'candidates'")
+    """Refuse a report whose fields are not of their types (see Report), or whose candidates or
+    baseline are not what gates and renderers need."""
+    from_dict(Report, report, Reading(what))
     names, seen = [], set()
-    for entry in entries:
-        name = _check_candidate(entry, what)
-        if name in seen:  # gates find a candidate by name; two of one name would be ambiguous
-            raise ConfigError(f"{what} has two candidates named {quote(name)}; each needs its own name")
-        names.append(name)
-        seen.add(name)
-    baseline = report.get("baseline")
-    if baseline is None:
-        raise ConfigError(f"{what} names no baseline; set 'baseline' to one of its candidates")
+    for entry in report["candidates"]:
+        _check_figures(entry, what)
+        if entry["name"] in seen:  # gates find a candidate by name; two of one name would be ambiguous
+            raise ConfigError(f"{what} has two candidates named {quote(entry['name'])}; each needs its own name")
+        names.append(entry["name"])
+        seen.add(entry["name"])
     # Gates against a baseline that is not there would compare nothing and pass.
-    if not isinstance(baseline, str) or baseline not in seen:
-        raise ConfigError(f"{what} names baseline {quote(baseline)}, which is none of its candidates "
+    if report["baseline"] not in seen:
+        raise ConfigError(f"{what} names baseline {quote(report['baseline'])}, which is none of its candidates "
                           f"({quote(', '.join(names), 120)})")
 
 
-def _check_candidate(entry, what: str) -> str:
-    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not entry["name"]:
-        raise ConfigError(f"{what} has a candidate without a 'name': {quote(entry)}")
+def _check_figures(entry: dict, what: str) -> None:
+    """What renderers divide by is positive (NaN passes: its gate fails with the reason)."""
     where = f"{what}: candidate {quote(entry['name'])}"
-    if not is_number(entry.get("size_bytes")) or not entry["size_bytes"] > 0:
-        raise ConfigError(f"{where} has no size_bytes (a positive number); got {quote(entry.get('size_bytes'))}")
-    if entry.get("accuracy") is not None and not is_number(entry["accuracy"]):
-        raise ConfigError(f"{where} has an accuracy that is not a number: {quote(entry['accuracy'])}")
-    latency = entry.get("latency", {})
-    if not isinstance(latency, dict):
-        raise ConfigError(f"{where} has a 'latency' that is not a mapping of device to figures")
-    for device, stats in latency.items():
-        missing = [key for key in LATENCY_KEYS if not isinstance(stats, dict) or not is_number(stats.get(key))]
-        if missing:
-            raise ConfigError(f"{where} lacks {missing[0]} (a number) on device {quote(device)}")
-        if stats["p50_ms"] <= 0:  # renderers divide by it; NaN passes here and fails its gate
+    if not entry["size_bytes"] > 0:
+        raise ConfigError(f"{where} has size_bytes {quote(entry['size_bytes'])}; a size is a positive number")
+    for device, stats in entry.get("latency", {}).items():
+        if stats["p50_ms"] <= 0:
             raise ConfigError(f"{where} has p50_ms {quote(stats['p50_ms'])} on device {quote(device)}; "
                               "a latency is positive")
-    return entry["name"]
 
 
 def candidate(report: dict, name: str) -> dict | None:

@@ -15,11 +15,12 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeslim.core.documents import Reading, from_dict, show
 from edgeslim.core.errors import BundleError
 from edgeslim.core.limits import MANIFEST_MAX_BYTES, read_bounded_json
-from edgeslim.sdk.protowire import WireError, external_data_references
+from edgeslim.sdk.manifest import BUNDLE_FORMAT, Manifest
+from edgeslim.sdk.protowire import WireError, external_data_references, has_graph
 
-BUNDLE_FORMAT = "edgeslim-bundle/1"
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"
 
@@ -57,15 +58,18 @@ class TensorSpec:
 
 
 def read_manifest(bundle_dir: str | Path) -> dict:
-    """Load manifest.json, raising BundleError for a missing dir, bad JSON or unknown format."""
+    """Load manifest.json, raising BundleError for a missing dir, bad JSON, an unknown format or a
+    field of the wrong type (see edgeslim.sdk.manifest); the fields read have the types declared there."""
     bundle_dir = Path(bundle_dir)
     if not bundle_dir.is_dir():
-        raise BundleError(f"bundle '{bundle_dir}' is not a directory; pass a directory written by edgeslim export/compress")
+        raise BundleError(f"bundle '{bundle_dir}' is not a directory; "
+                          "pass a directory written by edgeslim export/compress")
     path = bundle_dir / MANIFEST
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
-        raise BundleError(f"bundle '{bundle_dir}' has no {MANIFEST}; it was not written by edgeslim or is incomplete") from None
+        raise BundleError(f"bundle '{bundle_dir}' has no {MANIFEST}; "
+                          "it was not written by edgeslim or is incomplete") from None
     if stat.S_ISLNK(mode):
         raise BundleError(_link_message(path))
     if not stat.S_ISREG(mode):
@@ -74,14 +78,32 @@ def read_manifest(bundle_dir: str | Path) -> dict:
     manifest = read_bounded_json(path, "manifest", MANIFEST_MAX_BYTES, BundleError)
     found = manifest.get("format") if isinstance(manifest, dict) else None
     if found != BUNDLE_FORMAT:
-        raise BundleError(f"bundle '{bundle_dir}' has format {found!r}; this edgeslim reads {BUNDLE_FORMAT!r}")
-    for key in ("name", "inputs", "outputs", "sha256"):
-        if key not in manifest:
-            raise BundleError(f"{path} lacks the field '{key}'; rebuild the bundle")
-    checksums = manifest["sha256"]
-    if not isinstance(checksums, dict) or not all(isinstance(v, str) for v in checksums.values()):
-        raise BundleError(f"{path} has a 'sha256' that is not a mapping of file names to digests; rebuild the bundle")
+        newer = isinstance(found, str) and found.startswith("edgeslim-bundle/")
+        raise BundleError(f"bundle '{bundle_dir}' has format {show(found)}; this edgeslim reads {BUNDLE_FORMAT!r}"
+                          + ("; it was written by another edgeslim version, so upgrade edgeslim or rebuild the bundle"
+                             if newer else ""))
+    reading = Reading(f"manifest {path}", BundleError, hint="rebuild the bundle")
+    from_dict(Manifest, manifest, reading)
+    for kind in ("inputs", "outputs"):
+        for index, spec in enumerate(manifest[kind]):
+            _check_tensor(spec, f"{kind}[{index}]", reading)
     return manifest
+
+
+def _check_tensor(spec: dict, where: str, reading: Reading) -> None:
+    """A dtype numpy knows and the SDK can feed (numbers and bools), dims that are sizes or names."""
+    import numpy as np
+
+    try:
+        kind = np.dtype(spec["dtype"]).kind
+    except (TypeError, ValueError):
+        kind = None
+    if kind not in ("b", "i", "u", "f") or np.dtype(spec["dtype"]).name != spec["dtype"]:
+        reading.fail(f"{where}.dtype", f"is {show(spec['dtype'])}, which is not a numpy dtype name of numbers "
+                     "or booleans (float32, int64, bool, ...)")
+    for axis, dim in enumerate(spec["shape"]):
+        if isinstance(dim, int) and not 0 <= dim < 1 << 31:
+            reading.fail(f"{where}.shape[{axis}]", f"is {show(dim)}, which is not a dimension size")
 
 
 @dataclass(frozen=True)
@@ -133,6 +155,8 @@ def _external_files(bundle_dir: Path, model: bytes, checksums: dict) -> set[str]
     path = bundle_dir / MODEL_FILE
     try:
         references = external_data_references(model)
+        if not has_graph(model):
+            raise WireError("it holds no graph")
     except WireError as exc:
         raise BundleError(f"{path} is not a valid ONNX model ({exc}); rebuild the bundle") from None
     names = set()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeslim.core.errors import ConfigError, InputError
+from edgeslim.core.errors import BundleError, ConfigError, InputError
 from edgeslim.core.limits import host_cores
 from edgeslim.sdk.bundle import TensorSpec, read_manifest, read_verified
 from edgeslim.sdk.providers import provider_chain, resolve_provider
@@ -45,10 +45,12 @@ class Model:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         started = time.perf_counter()
-        self.session = ort.InferenceSession(files.model, options, providers=provider_chain(self.provider))
+        self.session = _session(ort, files.model, options, self.provider, self.path)
         del files  # onnxruntime holds its own copy of the weights now
         self.load_ms = (time.perf_counter() - started) * 1000.0
         _check_active(self.session, self.provider, device)
+        _check_declared(self.path, "inputs", self.inputs, self.session.get_inputs())
+        _check_declared(self.path, "outputs", self.outputs, self.session.get_outputs())
         self._output_names = [spec.name for spec in self.outputs]
         self._checks = [_InputCheck(spec) for spec in self.inputs]
         # On a GPU, I/O binding lets onnxruntime copy each input to the device once and each output
@@ -166,7 +168,8 @@ class Model:
         device, index = self._binding_device, 0
         binding = self.session.io_binding()
         for name, array in feed.items():
-            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), device, index))
+            value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), device, index)
+            binding.bind_ortvalue_input(name, value)
         for name in self._output_names:
             binding.bind_output(name, device, index)
 
@@ -204,6 +207,43 @@ def _session_options(ort, external: dict):
         buffers = [external[name] for name in names]
         options.add_external_initializers_from_files_in_memory(names, buffers, [len(b) for b in buffers])
     return options
+
+
+def _session(ort, model: bytes, options, provider: str, path: Path):
+    """An onnxruntime session of the verified bytes; a model onnxruntime refuses is a BundleError."""
+    try:
+        return ort.InferenceSession(model, options, providers=provider_chain(provider))
+    except Exception as exc:  # noqa: BLE001  onnxruntime's own (Fail, InvalidProtobuf, InvalidGraph, ...)
+        if not type(exc).__module__.startswith("onnxruntime"):
+            raise
+        reason = " ".join(str(exc).split()).removeprefix("[ONNXRuntimeError] : ")
+        raise BundleError(f"onnxruntime cannot load {path / 'model.onnx'} ({reason[:200]}); "
+                          "rebuild the bundle") from None
+
+
+# onnxruntime's element types, as numpy names the manifest uses.
+_ORT_DTYPES = {"float": "float32", "double": "float64", "float16": "float16", "bool": "bool",
+               **{f"{sign}int{bits}": f"{sign}int{bits}" for sign in ("", "u") for bits in (8, 16, 32, 64)}}
+
+
+def _check_declared(path: Path, kind: str, declared: list, actual: list) -> None:
+    """The manifest is not covered by a checksum: its inputs and outputs must be the model's own,
+    names in order, dtypes, ranks and fixed dims, or predict would fail inside onnxruntime."""
+    names = [spec.name for spec in declared]
+    if names != [arg.name for arg in actual]:
+        raise BundleError(f"manifest of '{path}' lists {kind} {names!r:.120}, but model.onnx has "
+                          f"{[arg.name for arg in actual]!r:.120}; rebuild the bundle")
+    for spec, arg in zip(declared, actual):
+        dtype = _ORT_DTYPES.get(arg.type.removeprefix("tensor(").removesuffix(")"))
+        # Outputs: names and dtypes only (onnxruntime may infer a shape the graph left open).
+        shape = list(arg.shape) if kind == "inputs" and isinstance(arg.shape, (list, tuple)) else None
+        fixed_match = shape is not None and len(shape) == len(spec.shape) and all(
+            (isinstance(want, int) and have == want) or (not isinstance(want, int) and not isinstance(have, int))
+            for want, have in zip(spec.shape, shape))
+        if (dtype is not None and dtype != spec.dtype) or (shape is not None and not fixed_match):
+            raise BundleError(f"manifest of '{path}' declares {kind[:-1]} '{spec.name}' as {spec.dtype} "
+                              f"{_shape_text(spec.shape)}, but model.onnx has {dtype or arg.type} "
+                              f"{_shape_text(shape or [])}; rebuild the bundle")
 
 
 def _check_active(session, provider: str, device: str) -> None:

@@ -73,6 +73,11 @@ def external_data_references(model: bytes) -> dict[str, bool]:
     return found
 
 
+def has_graph(model: bytes) -> bool:
+    """Whether a serialized ModelProto holds a graph (an empty or foreign message holds none)."""
+    return any(field == 7 and wire == _LENGTH for field, wire, _ in _fields(memoryview(model)))
+
+
 def _tensor_locations(tensor: memoryview) -> list[str]:
     """The locations named by one TensorProto's external_data entries."""
     locations = []

@@ -10,7 +10,7 @@ def test_every_step_is_registered():
 
 
 def test_config_round_trips_through_dict():
-    step = make_step("prune", {"ratio": "0.25", "round_to": 4})
+    step = make_step("prune", {"ratio": 0.25, "round_to": 4})
     assert step.ratio == 0.25 and step.round_to == 4
     again = make_step("prune", step.to_dict())
     assert again == step and again.to_dict()["step"] == "prune" and again.to_dict()["version"] == 1
@@ -18,8 +18,17 @@ def test_config_round_trips_through_dict():
 
 @pytest.mark.parametrize("name, params, message", [
     ("prune", {"ratio": 1.5}, "prune.ratio=1.5 is not allowed: it must be a fraction in (0, 1)"),
-    ("prune", {"speed": 1}, "step 'prune' has no option 'speed'"),
-    ("distill", {"epochs": "many"}, "option 'epochs' must be int"),
+    ("prune", {"speed": 1}, "step 'prune' has an unknown option 'speed'; the options are version, ratio"),
+    ("distill", {"epochs": "many"}, "step 'distill' option 'epochs' must be a whole number, got 'many'"),
+    ("distill", {"epochs": 2.5}, "step 'distill' option 'epochs' must be a whole number, got 2.5"),
+    ("int8", {"relative": "flase"}, "step 'int8' option 'relative' must be true or false, got 'flase'"),
+    ("prune", {"ratio": True}, "step 'prune' option 'ratio' must be a number, got True"),
+    ("prune", {"ratio": "0.25"}, "step 'prune' option 'ratio' must be a number, got '0.25'"),
+    ("prune", {"ignore": "conv1"}, "step 'prune' option 'ignore' must be a list of text values, got 'conv1'"),
+    ("prune", {"ignore": [1]}, "step 'prune' option 'ignore[0]' must be text, got 1"),
+    ("prune", {"ratio": 0.5, "version": 2}, "step 'prune' version 2 is not one this edgeslim reads (it reads 1)"),
+    ("prune", {"ratio": 0.5, "version": True}, "step 'prune' version True is not one this edgeslim reads"),
+    ("prune", ["ratio"], "step 'prune' options must be a mapping, got ['ratio']"),
     ("int8", {"preset": "fast"}, "int8.preset='fast' is not allowed"),
     ("sparsify", {}, "unknown step 'sparsify'"),
 ])

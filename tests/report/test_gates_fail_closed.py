@@ -128,11 +128,13 @@ def test_an_old_report_without_namesakes_passes_when_no_gate_is_asked(pair, tmp_
 
 @pytest.mark.parametrize("change, words", [
     (lambda r: r["candidates"][1].update(name="fp32"), "two candidates named 'fp32'"),
-    (lambda r: r["candidates"][1].pop("size_bytes"), "has no size_bytes"),
-    (lambda r: r["candidates"][1].update(accuracy="high"), "accuracy that is not a number"),
-    (lambda r: r["candidates"][1]["latency"]["cpu"].pop("p90_ms"), "lacks p90_ms"),
+    (lambda r: r["candidates"][1].pop("size_bytes"), "'candidates[1]' lacks 'size_bytes'"),
+    (lambda r: r["candidates"][1].update(size_bytes=0), "has size_bytes 0; a size is a positive number"),
+    (lambda r: r["candidates"][1].update(accuracy="high"),
+     "'candidates[1].accuracy' must be a number or null, got 'high'"),
+    (lambda r: r["candidates"][1]["latency"]["cpu"].pop("p90_ms"), "'candidates[1].latency.cpu' lacks 'p90_ms'"),
     (lambda r: r["candidates"][1]["latency"]["cpu"].update(p50_ms=0), "a latency is positive"),
-    (lambda r: r.update(candidates=[]), "has no candidates"),
+    (lambda r: r.update(candidates=[]), "'candidates' must not be empty"),
     (lambda r: r.update(format="x" * 10_000), "is not an edgeslim report"),
 ])
 def test_a_report_of_the_wrong_shape_is_refused(cli, pair, change, words):

@@ -13,7 +13,8 @@ def _entry(name, size, coverage=None):
 
 
 def _coverage(conv, gemm):
-    return {"provider": "CPUExecutionProvider", "int8": conv[0] + gemm[0], "float": conv[1] + gemm[1] - conv[0] - gemm[0],
+    return {"provider": "CPUExecutionProvider", "int8": conv[0] + gemm[0],
+            "float": conv[1] + gemm[1] - conv[0] - gemm[0],
             "weights_dequantized_per_run": 0,
             "families": {"conv": {"int8": conv[0], "float": conv[1] - conv[0], "float_nodes": []},
                          "gemm": {"int8": gemm[0], "float": gemm[1] - gemm[0], "float_nodes": []}}}

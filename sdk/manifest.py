@@ -1,0 +1,118 @@
+"""The manifest document, edgeslim-bundle/1, as typed dataclasses (see edgeslim.core.documents).
+
+Every reader of a manifest (the SDK, `inspect`, `validate`, `bench`) gets one whose fields have
+the types below, or a BundleError naming the first that does not. The manifest is open: a newer
+edgeslim may add keys, and an older one reads past them. The build-time findings a report shows
+(accuracy control, layer sensitivity, the INT8 form) are typed here once, for manifests and
+reports alike.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from edgeslim.core.documents import json_schema
+
+BUNDLE_FORMAT = "edgeslim-bundle/1"
+_TEXT = {"minLength": 1}
+
+
+@dataclass
+class TensorEntry:
+    """One input or output of the model: its name, numpy dtype name and shape (names for symbolic dims)."""
+
+    name: str = field(metadata=_TEXT)
+    dtype: str = field(metadata={**_TEXT, "description": "A numpy dtype name: float32, int64, bool, ..."})
+    shape: list[int | str | None] = field(metadata={"description": "Whole numbers, or names for symbolic dims."})
+
+
+@dataclass
+class StepRecord:
+    """One compression step as it was applied: its name and its parameters."""
+
+    OPEN: ClassVar[bool] = True
+    step: str = field(metadata=_TEXT)
+    version: int = 1
+
+
+@dataclass
+class AccuracyControl:
+    """INT8 with layers returned to float, most sensitive first, until the accuracy drop was allowed."""
+
+    OPEN: ClassVar[bool] = True
+    met: bool
+    accuracy: float
+    fp32_accuracy: float
+    drop: float
+    allowed_drop: float
+    layers: int
+    layers_int8: int
+    in_float: list[str] = field(default_factory=list)
+    max_accuracy_drop: float | None = None
+    relative: bool = False
+
+
+@dataclass
+class SensitivityRow:
+    """One quantizable layer: the accuracy with it alone in float (and alone quantized, where measured)."""
+
+    OPEN: ClassVar[bool] = True
+    layer: str
+    op: str
+    alone_in_float: float
+    gain_in_float: float
+    alone_quantized: float | None = None
+    drop_quantized: float | None = None
+
+
+@dataclass
+class Int8Form:
+    """The INT8 form chosen at build time, and why."""
+
+    OPEN: ClassVar[bool] = True
+    chosen: str | None = None
+    why: str = ""
+    backend: str | None = None
+    forms: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BuildMetrics:
+    """What was measured when the bundle was built."""
+
+    OPEN: ClassVar[bool] = True
+    # Absent when not measured, never null: readers format these when the key is there.
+    size_bytes: int = field(default=None, metadata={"minimum": 0})
+    params: int = field(default=None, metadata={"minimum": 0})
+    accuracy: float = None
+    parity: dict[str, Any] = field(default_factory=dict)
+    build_s: float | None = None
+    int8_coverage: dict[str, Any] | None = None
+    int8_form: Int8Form | None = None
+    int8_settings: dict[str, Any] | None = None
+    int8_kernels: dict[str, Any] | None = None
+    accuracy_control: AccuracyControl | None = None
+    sensitivity: list[SensitivityRow] | None = None
+    budget: dict[str, Any] | None = None
+
+
+@dataclass
+class Manifest:
+    """manifest.json of an edgeslim bundle: what the model takes and gives, the sha256 of every file it
+    needs, how it was compressed and measured, and which versions made it."""
+
+    OPEN: ClassVar[bool] = True
+    format: str = field(metadata={"const": BUNDLE_FORMAT})
+    name: str = field(metadata=_TEXT)
+    inputs: list[TensorEntry]
+    outputs: list[TensorEntry]
+    sha256: dict[str, str] = field(metadata={"description": "Each file the model needs, by its path in the bundle."})
+    compression: list[StepRecord] = field(default_factory=list)
+    metrics: BuildMetrics = field(default_factory=BuildMetrics)
+    ops: dict[str, int] = field(default_factory=dict)
+    created_with: dict[str, str | None] = field(default_factory=dict)
+    export: dict[str, Any] = field(default_factory=dict)
+
+
+def manifest_schema() -> dict:
+    return json_schema(Manifest, title="edgeslim bundle manifest")
