@@ -64,15 +64,16 @@ def run_recipe(recipe, out: Path, force: bool = False) -> dict:
 
 
 def _run_recipe(recipe, out: Path, force: bool) -> dict:
+    from edgeslim.build import build_bundle
     from edgeslim.compress import check_order
     from edgeslim.core.outputs import write_document
     from edgeslim.core.specs import load_data, load_metric
     from edgeslim.devices.runner import BenchConfig
     from edgeslim.devices.targets import get_target
     from edgeslim.export.onnx_export import ExportConfig
-    from edgeslim.pipeline import build_bundle, validate_bundles
     from edgeslim.report.gates import GateConfig, apply_gates
     from edgeslim.report.markdown import render_markdown
+    from edgeslim.validate import validate_bundles
 
     for device in recipe.devices:
         get_target(device)  # fail on an unknown or unavailable device before hours of work

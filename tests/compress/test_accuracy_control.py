@@ -3,6 +3,7 @@ import json
 
 import onnx
 
+from edgeslim.build import StepContext
 from edgeslim.compress import make_step
 from edgeslim.compress.quantize import calibration_samples
 from edgeslim.compress.sensitivity import Quantizer, accuracy_controlled, quantizable_layers
@@ -10,7 +11,6 @@ from edgeslim.core.metrics import top1
 from edgeslim.core.model_io import load_model
 from edgeslim.core.specs import load_data
 from edgeslim.export.onnx_export import ExportConfig, export_onnx
-from edgeslim.pipeline import StepContext
 from helpers import spec
 
 

@@ -36,8 +36,8 @@ def _teacher_and_student(weights):
 
 def test_feature_distillation_trains_adapters_to_the_teacher(weights, data):
     teacher, _ = _teacher_and_student(weights)
+    from edgeslim.build import StepContext
     from edgeslim.compress import apply_step, make_step
-    from edgeslim.pipeline import StepContext
 
     ctx = StepContext(data=data, teacher=teacher, metric=top1, example_inputs=data.sample_inputs(), candidate="f")
     pruned = apply_step(copy.deepcopy(teacher), make_step("prune", {"ratio": 0.5, "round_to": 4}), ctx)

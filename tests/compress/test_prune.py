@@ -2,10 +2,10 @@
 import pytest
 import torch
 
+from edgeslim.build import StepContext
 from edgeslim.compress import make_step
 from edgeslim.core.model_io import count_params, load_model
 from edgeslim.core.specs import load_data
-from edgeslim.pipeline import StepContext
 from helpers import spec
 
 

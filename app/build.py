@@ -1,4 +1,4 @@
-"""Build candidates (torch steps -> export -> ONNX steps -> bundle) and validate bundles into a report."""
+"""Build a bundle: torch steps -> export -> ONNX steps -> a bundle written once, measured on its staged files."""
 from __future__ import annotations
 
 import copy
@@ -9,6 +9,9 @@ from typing import Any
 
 from edgeslim.core.data import DataSplits
 from edgeslim.core.progress import Timer, log, warn
+
+# Measures a staged bundle (its folder, its manifest so far) and returns metrics to add to the manifest.
+Finish = Callable[[Path, dict], dict]
 
 
 @dataclass
@@ -32,9 +35,40 @@ class StepContext:
         self.records.update(facts)
 
 
+@dataclass(frozen=True)
+class BuildJob:
+    """One bundle to build, as `export` and `compress` name it: user specs, the output, the export settings."""
+
+    model: str
+    weights: str | None
+    data: str
+    metric: str
+    out: Path
+    name: str
+    export: Any = None              # an ExportConfig; None: its defaults
+    force: bool = False
+    device: str = "cpu"             # the target: INT8 settings and forms follow it
+
+    def load(self) -> tuple:
+        """(model, data, metric) from the specs."""
+        from edgeslim.core.model_io import load_model
+        from edgeslim.core.specs import load_data, load_metric
+
+        return load_model(self.model, self.weights), load_data(self.data), load_metric(self.metric)
+
+
+def build_job(job: BuildJob, steps: list) -> dict:
+    """Check the order of `steps`, load what the job names, and build its bundle; return the manifest."""
+    from edgeslim.compress import check_order
+
+    check_order(steps)
+    model, data, metric = job.load()
+    return build_bundle(model, steps, data, job.out, job.name, metric, job.export, force=job.force, device=job.device)
+
+
 def build_bundle(base_model, steps: list, data: DataSplits, out_dir: Path, name: str, metric,
                  export_config=None, torch_cache: dict | None = None, force: bool = False,
-                 device: str = "cpu") -> dict:
+                 device: str = "cpu", finish: Finish | None = None) -> dict:
     """Apply `steps` to a copy of `base_model`, export, quantize, and write the bundle; return its manifest.
 
     `force` writes the bundle beside files of the user's that a folder at `out_dir` holds (see
@@ -42,7 +76,7 @@ def build_bundle(base_model, steps: list, data: DataSplits, out_dir: Path, name:
     built for: INT8 settings follow its instruction set and INT8 forms are timed there.
 
     `torch_cache` lets candidates that share their torch steps (pruned-kd and pruned-kd-int8) prune
-    and distill once.
+    and distill once. `finish` measures the staged bundle (see write_verified_bundle).
     """
     from edgeslim.compress import apply_step, check_order
     from edgeslim.export.onnx_export import ExportConfig, check_parity, export_onnx
@@ -69,7 +103,7 @@ def build_bundle(base_model, steps: list, data: DataSplits, out_dir: Path, name:
                **({"int8_coverage": coverage} if coverage else {}), **ctx.records}
     compression = [step.to_dict() for step in steps]
     return write_verified_bundle(proto, out_dir, name, compression, metrics, data, metric,
-                                 {"export": export_config.to_dict()}, force)
+                                 {"export": export_config.to_dict()}, force, finish)
 
 
 QUANTIZED_RTOL = 0.05
@@ -200,8 +234,13 @@ def _options(step) -> str:
 
 
 def write_verified_bundle(proto, out_dir: Path, name: str, compression: list, metrics: dict,
-                          data: DataSplits, metric, extra: dict, force: bool = False) -> dict:
-    """Write the bundle to a staging dir, measure accuracy on that exact file via the SDK, then rename."""
+                          data: DataSplits, metric, extra: dict, force: bool = False,
+                          finish: Finish | None = None) -> dict:
+    """Write the bundle to a staging dir, measure accuracy on that exact file via the SDK, then rename.
+
+    `finish(staging, manifest)` returns further metrics, measured on the staged bundle (a budget's
+    latency, say); they go into its manifest before the bundle is swapped in, so it is written once.
+    """
     from edgeslim.core.outputs import staged_bundle, write_json
     from edgeslim.devices.accuracy import evaluate
     from edgeslim.export.bundle import manifest_for, save_model
@@ -214,9 +253,12 @@ def write_verified_bundle(proto, out_dir: Path, name: str, compression: list, me
         if data.val:
             accuracy = evaluate(load(staging), data.val, metric)
             manifest["metrics"]["accuracy"] = accuracy
-            write_json(staging / "manifest.json", manifest)
             log(f"{name}: accuracy {accuracy:.2f}, {manifest['metrics']['size_bytes'] / 1024:.1f} KB, "
                 f"{manifest['metrics']['params']:,} params -> {out_dir}")
+        if finish is not None:
+            manifest["metrics"].update(finish(staging, manifest))
+        if data.val or finish is not None:
+            write_json(staging / "manifest.json", manifest)
     return manifest
 
 
@@ -236,58 +278,3 @@ def layer_sensitivity(base_model, data: DataSplits, metric, calibration_samples:
     rows = sensitivity_table(quantizer, all_int8, both=True)
     return {"fp32_accuracy": quantizer.fp32_accuracy, "int8_accuracy": all_int8, "layers": rows,
             "config": config.to_dict()}
-
-
-# -- validation ----------------------------------------------------------------------------------
-
-def validate_bundles(bundles: list[str], data: DataSplits, devices: list[str], metric, metric_name: str,
-                     baseline: str | None, bench_config) -> dict:
-    """Accuracy and latency of each bundle on each device, every figure through the SDK.
-
-    `accuracy` is measured on this host's CPU; `accuracy_by_device` once per other provider
-    (a GPU, a remote board), so that a numeric difference between targets shows.
-    """
-    from edgeslim.core.errors import ConfigError
-    from edgeslim.devices.targets import get_target
-    from edgeslim.report.schema import new_report
-    from edgeslim.sdk import load
-
-    targets = [get_target(device) for device in devices]  # unknown devices fail before any work
-    models = [load(bundle) for bundle in bundles]
-    names = [model.name for model in models]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"bundle names repeat ({names}); give each bundle its own name")
-    baseline = baseline or names[0]
-    if baseline not in names:
-        raise ConfigError(f"--baseline {baseline!r} names no bundle; the bundles are {names}")
-    candidates = [_validate_one(bundle, model, data, targets, metric, bench_config)
-                  for bundle, model in zip(bundles, models)]
-    settings = {"metric": metric_name, "devices": [t.describe() for t in targets], "bench": bench_config.to_dict()}
-    return new_report(baseline, candidates, settings)
-
-
-def _validate_one(bundle, model, data: DataSplits, targets: list, metric, bench_config) -> dict:
-    from edgeslim.devices.accuracy import evaluate
-    from edgeslim.sdk.bundle import bundle_size
-
-    entry = {"name": model.name, "bundle": str(bundle), "size_bytes": bundle_size(bundle, model.manifest),
-             "params": model.manifest.get("metrics", {}).get("params"), "accuracy": None,
-             "accuracy_by_device": {}, "latency": {}, "compression": model.manifest.get("compression", [])}
-    for key in ("accuracy_control", "sensitivity", "int8_coverage", "int8_form"):  # build-time findings the report shows
-        if model.manifest.get("metrics", {}).get(key):
-            entry[key] = model.manifest["metrics"][key]
-    if data.val:
-        entry["accuracy"] = evaluate(model, data.val, metric)
-    by_runtime = {}
-    for target in targets:
-        if data.val:
-            key = target.runtime_key()
-            if key not in by_runtime:
-                by_runtime[key] = entry["accuracy"] if key == "local:cpu" else target.accuracy(bundle, data, metric)
-            entry["accuracy_by_device"][target.name] = by_runtime[key]
-        log(f"validate {model.name} on {target.name}: {bench_config.warmup} warm-up + {bench_config.runs} runs")
-        entry["latency"][target.name] = target.latency(bundle, bench_config)
-    accuracy = f"accuracy {entry['accuracy']:.2f}" if entry["accuracy"] is not None else "no val data"
-    p50s = ", ".join(f"{d} p50 {s['p50_ms']:.3f} ms" for d, s in entry["latency"].items())
-    log(f"validate {model.name}: {accuracy}; {p50s}")
-    return entry

@@ -1,0 +1,99 @@
+"""What the CLI prints: the text of a built bundle, a budget's landing, a bench run, a bundle's contents,
+the device profiles. Plain functions from results to text; the CLI only echoes them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+BENCH_KEYS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "max_ms", "throughput", "load_ms",
+              "first_run_ms", "peak_rss_mb")
+
+
+def built_text(manifest: dict, out: Path) -> str:
+    metrics = manifest["metrics"]
+    accuracy = f", accuracy {metrics['accuracy']:.2f}" if "accuracy" in metrics else ""
+    return f"wrote {out}: {metrics['size_bytes'] / 1024:.1f} KB, {metrics['params']:,} params{accuracy}"
+
+
+def budget_text(budget: dict) -> str:
+    """A manifest's metrics["budget"]: where the bundle landed against the budget, at which ratio."""
+    unit = budget["unit"]
+    return (f"budget: {budget['measured']:.4g} {unit} against {budget['target']:g} {unit} "
+            f"({budget['distance']:+.1%}) at pruning ratio {budget['ratio']:.3f}, channels in multiples of "
+            f"{budget['round_to']}" + (f"; {budget['why']}" if "why" in budget else ""))
+
+
+def accuracy_control_text(control: dict) -> str:
+    return (f"accuracy control: {control['accuracy']:.2f} vs fp32 {control['fp32_accuracy']:.2f} "
+            f"(drop {control['drop']:.2f}, allowed {control['allowed_drop']:.3g}); "
+            f"{control['layers_int8']} of {control['layers']} layers INT8"
+            + (f", in float: {', '.join(control['in_float'])}" if control["in_float"] else ""))
+
+
+def bench_text(bundle: str, device: str, stats: dict, runs: int, warmup: int, batch: int) -> str:
+    lines = [f"{bundle} on {device}, {stats.get('mode', 'measured')} (batch {batch}, {warmup} warm-up, "
+             f"{runs} runs, threads {stats.get('threads') or 'default'}, io {stats.get('io', 'host')}):"]
+    lines += [f"  {key:<13} {stats[key]:.3f}" for key in BENCH_KEYS if stats.get(key) is not None]
+    return "\n".join(lines)
+
+
+def inspect_text(manifest: dict) -> str:
+    """A verified bundle's manifest: inputs, outputs, files, steps, build-time metrics, versions."""
+    metrics = manifest.get("metrics", {})
+    lines = [f"{manifest['name']}  ({manifest['format']}, checksums verified)"]
+    for kind in ("inputs", "outputs"):
+        lines += [f"  {kind[:-1]:<7} {spec['name']}: {spec['dtype']} {spec['shape']}" for spec in manifest[kind]]
+    lines += [f"  file    {file}  sha256 {digest[:16]}…" for file, digest in manifest["sha256"].items()]
+    steps = manifest.get("compression") or []
+    lines.append("  steps   " + (" → ".join(s["step"] for s in steps) if steps else "none (baseline)"))
+    for key in ("size_bytes", "params", "accuracy"):
+        if key in metrics:
+            value = metrics[key]
+            lines.append(f"  {key:<11} {value:,}" if isinstance(value, int) else f"  {key:<11} {value:.3f}")
+    lines += _int8_lines(metrics if isinstance(metrics, dict) else {})
+    versions = ", ".join(f"{k} {v}" for k, v in manifest.get("created_with", {}).items() if v)
+    lines.append(f"  made with {versions}")
+    return "\n".join(lines)
+
+
+def _int8_lines(metrics: dict) -> list[str]:
+    lines = []
+    coverage = metrics.get("int8_coverage")
+    if isinstance(coverage, dict):  # which layers onnxruntime runs as integer kernels, measured at build time
+        from edgeslim.core.coverage import coverage_text, float_node_names
+
+        lines.append(f"  {coverage_text(coverage)}")
+        in_float = float_node_names(coverage)
+        if in_float:
+            more = f" … (+{len(in_float) - 4} more)" if len(in_float) > 4 else ""
+            lines.append(f"  in float: {', '.join(in_float[:4])}{more}")
+    form = metrics.get("int8_form")
+    if isinstance(form, dict) and form.get("chosen"):
+        from edgeslim.report.markdown import form_text
+
+        lines.append(f"  int8{form_text(form).removeprefix(';')}")
+    settings = metrics.get("int8_settings")
+    if isinstance(settings, dict):
+        lines.append(f"  int8 weights {settings.get('weights')} for {settings.get('target')} ({settings.get('why')})")
+    return lines
+
+
+def device_rows() -> list[dict]:
+    """Each device profile, and whether its execution provider is installed here."""
+    from edgeslim.devices.profiles import profiles
+    from edgeslim.sdk.providers import PROVIDER_ALIASES, available_providers
+
+    available = set(available_providers())
+    return [dict(p.to_dict(), available=PROVIDER_ALIASES.get(p.provider, p.provider) in available)
+            for p in profiles().values()]
+
+
+def devices_text(rows: list[dict]) -> str:
+    lines = [f"{'name':<21} {'provider':<9} {'threads':<8} {'mode here':<10} description"]
+    for row in rows:
+        state = "" if row["available"] else "  [provider not installed here]"
+        features = f" [{', '.join(row['features'])}]" if row["features"] else ""
+        memory = f", {row['memory_gb']:g} GB" if row["memory_gb"] else ""
+        lines.append(f"{row['name']:<21} {row['provider']:<9} {str(row['threads'] or 'all'):<8} {row['mode']:<10} "
+                     f"{row['description']}{memory}{features}, prefers {row['prefers']}{state}")
+    lines.append("also: ssh://[user@]host[:port] runs on a remote device with the torch-free edgeslim installed")
+    return "\n".join(lines)
