@@ -43,8 +43,42 @@ def _materialize(split: str, batches) -> list:
 def _check_labelled(split: str, batches: list) -> None:
     for batch in batches[:1]:
         if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+            length = f" of length {len(batch)}" if hasattr(batch, "__len__") else ""
             raise SpecError(f"each batch of '{split}' must be an (inputs, labels) pair, "
-                            f"got {type(batch).__name__}{'' if not hasattr(batch, '__len__') else f' of length {len(batch)}'}")
+                            f"got {type(batch).__name__}{length}")
+
+
+def _not_numeric(value) -> str | None:
+    """None for a torch tensor or an array of numbers; else what `value` is, for a message."""
+    if hasattr(value, "detach"):
+        return None
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as exc:  # ragged nesting, objects numpy cannot hold
+        return f"{type(value).__name__} that is no array ({exc})"
+    if array.dtype.kind in "biuf":
+        return None
+    if isinstance(value, np.ndarray):
+        return f"a numpy array of dtype {array.dtype}"
+    return f"{type(value).__name__} {_short(value)}"
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_numeric_inputs(split: str, inputs, source: str) -> None:
+    """The first batch's inputs must be arrays of numbers: say so here, not as a TypeError deep in torch."""
+    several = isinstance(inputs, (Mapping, tuple, list))
+    values = inputs.items() if isinstance(inputs, Mapping) else enumerate(inputs if several else [inputs])
+    for key, value in values:
+        found = _not_numeric(value)
+        if found is not None:
+            what = f"input {key!r} is" if several else "inputs are"
+            raise SpecError(f"{source} returned '{split}' batches whose {what} {found}; inputs must be torch "
+                            "tensors or numpy arrays of numbers (a tuple or dict of them for several inputs): "
+                            "convert them (tokenize text, encode categories) in the factory")
 
 
 @dataclass
@@ -56,7 +90,8 @@ class DataSplits:
     calibration: list = field(default_factory=list)
 
     @classmethod
-    def from_mapping(cls, data) -> DataSplits:
+    def from_mapping(cls, data, spec: str | None = None) -> DataSplits:
+        """The splits of what a data factory returned; `spec` names the factory in messages."""
         if not isinstance(data, Mapping):
             raise SpecError(f"a data factory must return a mapping with 'val' (and 'train'), "
                             f"got {type(data).__name__}")
@@ -65,6 +100,12 @@ class DataSplits:
                      calibration=_materialize("calibration", data.get("calibration")))
         _check_labelled("val", splits.val)
         _check_labelled("train", splits.train)
+        source = f"data factory {spec!r}" if spec else "the data factory"
+        for split in ("val", "train"):
+            for inputs, _ in getattr(splits, split)[:1]:
+                _check_numeric_inputs(split, inputs, source)
+        for inputs in splits.calibration[:1]:
+            _check_numeric_inputs("calibration", inputs, source)
         return splits
 
     def need(self, split: str, purpose: str) -> list:

@@ -68,13 +68,13 @@ def call_factory(spec: str, what: str):
 def load_data(spec: str):
     from edgeslim.core.data import DataSplits
 
-    return DataSplits.from_mapping(call_factory(spec, "data"))
+    return DataSplits.from_mapping(call_factory(spec, "data"), spec)
 
 
 def load_metric(spec: str | None):
-    """'top1' (default) or a spec of fn(outputs, labels) -> float, higher is better."""
-    from edgeslim.core.metrics import METRICS
+    """'top1' (default) or a spec of fn(outputs, labels) -> float, higher is better; named by the spec."""
+    from edgeslim.core.metrics import METRICS, Metric
 
     if spec is None or spec in METRICS:
-        return METRICS[spec or "top1"]
-    return resolve(spec, "metric")
+        return Metric(spec or "top1", METRICS[spec or "top1"])
+    return Metric(spec, resolve(spec, "metric"))

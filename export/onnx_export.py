@@ -67,7 +67,14 @@ def export_onnx(model, sample_inputs, config: ExportConfig):
     buffer = io.BytesIO()
     export_args = args + ((kwargs,) if kwargs else ())
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        # torch >= 2.9 deprecates this TorchScript exporter (dynamo=False). edgeslim keeps it: the
+        # torch.export-based one needs onnxscript (not a dependency), and QAT (compress/qat.py) relies on
+        # this one writing torch's quantize/dequantize ops as QDQ. Its notices, and torch's tracer warnings
+        # about the user's model (the parity check below catches a trace that went wrong), are noise here.
+        warnings.filterwarnings("ignore", message="You are using the legacy TorchScript-based ONNX export",
+                                category=DeprecationWarning)
+        warnings.filterwarnings("ignore", module=r"torch(\.|$)")
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         try:
             torch.onnx.export(model, export_args, buffer, input_names=in_names, output_names=out_names,
                               dynamic_axes=dynamic, opset_version=config.opset, dynamo=False)

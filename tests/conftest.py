@@ -65,6 +65,15 @@ def cnn_bundles(tmp_path_factory, weights, cli):
 
 
 @pytest.fixture(scope="session")
+def untrained(cli, tmp_path_factory):
+    """A bundle of the small CNN as initialised: error paths need no trained weights."""
+    out = tmp_path_factory.mktemp("untrained") / "fp32"
+    result = cli("export", "--model", spec("small_cnn"), "--data", spec("digits"), "--out", out)
+    assert result.exit_code == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
 def sshd(tmp_path_factory):
     """A real OpenSSH server on 127.0.0.1 (installed if missing), stopped after the session."""
     from sshd import LoopbackSshd, ensure_installed
@@ -112,7 +121,7 @@ def torch_free_python(tmp_path_factory):
 
 
 def pytest_collection_modifyitems(items):
-    """Tests that need trained models are `slow`; `make test-fast` runs the rest in about a minute."""
+    """Tests that need trained models or the loopback sshd are `slow`; `make test-fast` runs the rest."""
     for item in items:
-        if "weights" in getattr(item, "fixturenames", ()):
+        if {"weights", "sshd"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)

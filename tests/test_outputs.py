@@ -116,7 +116,8 @@ def test_document_outputs_are_checked(cli, cnn_bundles, tmp_path):
     _assert_refused(cli("sensitivity", "--model", "edgeslim.demo:digits_cnn", "--data", "edgeslim.demo:digits_data",
                         "--out", tmp_path / "mine.json"), "is a file edgeslim did not write")
     assert report.read_bytes() == original
-    assert (tmp_path / "notes.md").read_text() == "my notes" and (tmp_path / "mine.json").read_text() == '{"my": "data"}'
+    assert (tmp_path / "notes.md").read_text() == "my notes"
+    assert (tmp_path / "mine.json").read_text() == '{"my": "data"}'
     # edgeslim's own documents are replaced without --force; a user's with it.
     assert cli("report", report, "--md", tmp_path / "r.md", "--html", tmp_path / "r.html").exit_code == 0
     assert cli("report", report, "--md", tmp_path / "notes.md", "--force").exit_code == 0

@@ -1,6 +1,12 @@
 """`edgeslim run` on a recipe: train (cached), build candidates, validate, report."""
 import json
+import re
+from pathlib import Path
 
+from click.testing import CliRunner
+
+from edgeslim.cli import main
+from edgeslim.core.outputs import cache_dir
 from helpers import ZOO
 
 RECIPE = f"""
@@ -40,6 +46,13 @@ def test_run_recipe_writes_bundles_and_report(cli, tmp_path):
                                                            "ignore": []}
     assert report["recipe"]["candidates"][1]["steps"][1]["device"] == "auto"
     assert "| `pkd-int8` |" in (tmp_path / "out" / "report.md").read_text()
-    # The trained model is cached: a second run does not train again.
-    again = cli("run", recipe, "--out", tmp_path / "out2")
-    assert again.exit_code == 0
+    # The trained model is cached: a second run reads it and does not train again (no training
+    # progress line, and the cached file is the same one, not rewritten).
+    cached = {path: path.stat().st_mtime_ns for path in cache_dir().glob("trained-*.pt")}
+    assert cached, "the first run cached no trained model"
+    again = CliRunner().invoke(main, ["run", str(recipe), "--out", str(tmp_path / "out2")])  # progress shown
+    assert again.exit_code == 0, again.stderr
+    used = re.search(r"using the trained model cached at (\S+)", again.stderr)
+    assert used and Path(used[1]) in cached, again.stderr
+    assert "] train epoch" not in again.stderr and "[edgeslim] [1/3] building fp32" in again.stderr
+    assert {path: path.stat().st_mtime_ns for path in cache_dir().glob("trained-*.pt")} == cached

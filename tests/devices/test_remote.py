@@ -27,6 +27,7 @@ def test_remote_tampered_bundle_is_refused_there(cli, cnn_bundles, sshd, torch_f
 
     bundle = tmp_path / "tampered"
     shutil.copytree(cnn_bundles["fp32"], bundle)
+    local = {path.name: path.read_bytes() for path in bundle.iterdir()}
     from edgeslim.core.errors import BundleError
     from edgeslim.devices.remote import RemoteTarget
     from edgeslim.devices.runner import BenchConfig
@@ -40,7 +41,9 @@ def test_remote_tampered_bundle_is_refused_there(cli, cnn_bundles, sshd, torch_f
             target._worker(remote_bundle, ["--runs", "5"], "the benchmark")
     finally:
         target._cleanup(folder)
-    assert BenchConfig  # the local bundle is untouched and still benchmarks
+    # Tampering with the remote copy left the local bundle as it was: same files, same bytes, and
+    # the remote accepts it again (its checksums verify there) and benchmarks it.
+    assert {path.name: path.read_bytes() for path in bundle.iterdir()} == local
     assert target.latency(bundle, BenchConfig(runs=5, warmup=1))["p50_ms"] > 0
 
 
