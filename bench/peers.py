@@ -95,7 +95,8 @@ def settings() -> dict:
 # The order of the table; edgeslim's first, then the peers (see PEERS).
 EDGESLIM_BUNDLES = ("fp32", "int8", "pruned-kd", "pruned-kd-int8")
 PEERS = {
-    "ort-static": "onnxruntime quantize_static: QDQ, per_channel, reduce_range, uint8 activations, after quant_pre_process",
+    "ort-static": "onnxruntime quantize_static: QDQ, per_channel, reduce_range, uint8 activations, "
+                  "after quant_pre_process",
     "ort-dynamic": "onnxruntime quantize_dynamic, defaults",
     "ort-dynamic-pc": "onnxruntime quantize_dynamic(per_channel=True, reduce_range=True)",
     "nncf-default": "nncf.quantize(model, nncf.Dataset(samples)) (model_type=TRANSFORMER on transformers)",
@@ -194,7 +195,8 @@ def bench_peers(out: Path, cache: Path) -> dict:
     if unknown:
         raise SystemExit(f"bench: BENCH_PEERS_MODELS names unknown model(s) {sorted(unknown)}; "
                          f"choose from {', '.join(m.key for m in all_models)}")
-    results = {"settings": {**config, "cpu_features": cpu_features(), "peers": PEERS, "timing": "SDK, device cpu, default threads, batch 1, "
+    results = {"settings": {**config, "cpu_features": cpu_features(), "peers": PEERS,
+                            "timing": "SDK, device cpu, default threads, batch 1, "
                             "one process per model, bundles in a fresh random order each round"},
                "models": {}}
     for spec in all_models:
@@ -326,12 +328,14 @@ def checks(models: dict) -> dict:
         conv = _families(mine.get("manifest_int8_coverage") or mine.get("int8_coverage")).get("conv")
         form = mine.get("int8_form") or {}
         sent_back = form.get("chosen") == "weights"  # measurement sent every layer back to float
-        integer = {name: row.get("x_parent") for name, row in (form.get("forms") or {}).items() if name in ("nncf", "ort")}
+        integer = {name: row.get("x_parent") for name, row in (form.get("forms") or {}).items()
+                   if name in ("nncf", "ort")}
         check(f"{label}: at least 90% of INT8's convolutions run as integer kernels, unless measurement sent "
               "them back to float (the manifest says so)", bool(conv and conv[0] >= 0.9 * conv[1]) or sent_back,
               (f"{conv[0]}/{conv[1]}" if conv else "no coverage figure")
               + ("; form weights chosen: integer forms timed at "
-                 + ", ".join(f"{n} {x:.2f}x" for n, x in integer.items() if x) + " the float parent" if sent_back else ""))
+                 + ", ".join(f"{n} {x:.2f}x" for n, x in integer.items() if x) + " the float parent"
+                 if sent_back else ""))
     label = "all-MiniLM-L6-v2"
     if label in models:
         a, b = p50(label, "int8"), p50(label, "fp32")
@@ -339,7 +343,8 @@ def checks(models: dict) -> dict:
               f"{b / a:.2f}x: {a:.3f} vs {b:.3f} ms" if a and b else "not measured")
         row = bundles(label).get("int8", {})
         accuracy = row.get("accuracy") if "failed" not in row else None
-        check(f"{label}: INT8 mean cosine to the fp32 embeddings at least 0.99", accuracy is not None and accuracy >= 99.0,
+        check(f"{label}: INT8 mean cosine to the fp32 embeddings at least 0.99",
+              accuracy is not None and accuracy >= 99.0,
               f"{accuracy / 100:.4f}" if accuracy is not None else f"not measured: {row.get('failed', 'not built')}")
     return found
 
@@ -367,7 +372,9 @@ def cpu_features() -> str:
 
 def markdown(peers: dict, machine: str, command: str) -> str:
     config = peers["settings"]
-    lines = ["## INT8 against the peers (issue item 5)", "", f"Command: `{command}`{' with BENCH_QUICK=1 (quick settings: the figures mean nothing)' if config['quick'] else ''}.",
+    lines = ["## INT8 against the peers (issue item 5)", "",
+             f"Command: `{command}`"
+             f"{' with BENCH_QUICK=1 (quick settings: the figures mean nothing)' if config['quick'] else ''}.",
              f"Machine: {machine}; CPU features: {cpu_features()}.",
              f"Calibration: the first {config['calibration_samples']} samples of `train`, the same for every "
              f"quantizer. pruned-kd: `--prune {config['prune']} --distill --epochs {config['distill_epochs']}`. "
@@ -376,7 +383,8 @@ def markdown(peers: dict, machine: str, command: str) -> str:
              f"{config['rounds']} rounds in a fresh random order of {config['runs']} calls each; p50 of all "
              f"{config['rounds'] * config['runs']} calls. `x fp32` is p50 over fp32's p50 (below 1 is faster). "
              "`int8 kernels`: nodes onnxruntime's optimized CPU graph runs as integer kernels, of all of that kind. "
-             "A bundle name followed by a form in parentheses: the INT8 form edgeslim chose (manifest `int8_form`).", ""]
+             "A bundle name followed by a form in parentheses: the INT8 form edgeslim chose "
+             "(manifest `int8_form`).", ""]
     for peer, what in config["peers"].items():
         lines.append(f"- `{peer}`: {what}")
     for label, entry in peers["models"].items():
@@ -386,8 +394,10 @@ def markdown(peers: dict, machine: str, command: str) -> str:
             lines.append(f"failed: {entry['failed']}")
             continue
         lines += [f"Model `{entry['model']}`, data `{entry['data']}`, metric {metric}"
-                  + (f"; trained {entry['train']['epochs']} epochs at lr {entry['train']['lr']:g}" if entry.get("train") else "")
-                  + f"; int8 kernels counted by {entry.get('coverage_source', '?')}; {entry['wall_s']:.0f} s in all.", "",
+                  + (f"; trained {entry['train']['epochs']} epochs at lr {entry['train']['lr']:g}"
+                     if entry.get("train") else "")
+                  + f"; int8 kernels counted by {entry.get('coverage_source', '?')}; "
+                  f"{entry['wall_s']:.0f} s in all.", "",
                   f"| bundle | size KB | x smaller | {metric} | Δ | p50 ms | x fp32 | int8 kernels |",
                   "|---|---|---|---|---|---|---|---|"]
         for name, row in entry["bundles"].items():
@@ -397,7 +407,8 @@ def markdown(peers: dict, machine: str, command: str) -> str:
             p50 = f"{row['p50_ms']:.3f}" if row.get("p50_ms") else "-"
             ratio = f"{row['x_fp32']:.2f}x" if row.get("x_fp32") else "-"
             form = f" ({row['int8_form']['chosen']})" if row.get("int8_form") else ""
-            lines.append(f"| {name}{form} | {row['size_bytes'] / 1024:.1f} | {row['smaller']:.2f}x | {row['accuracy']:.2f} | "
+            lines.append(f"| {name}{form} | {row['size_bytes'] / 1024:.1f} | {row['smaller']:.2f}x | "
+                         f"{row['accuracy']:.2f} | "
                          f"{row['accuracy_delta'] + 0.0:+.2f} | {p50} | {ratio} | {_kernels(row['int8_coverage'])} |")
     lines += ["", "| check | result |", "|---|---|"]
     for name, ok in peers["checks"].items():
@@ -560,7 +571,8 @@ def child_peers(key: str, folder: Path, calibration: int) -> None:
             manifest["metrics"]["accuracy"] = accuracy
             write_json(folder / name / "manifest.json", manifest)
         bundles[name] = {"size_bytes": bundle_size(folder / name, manifest), "accuracy": accuracy,
-                         "coverage": coverage, "manifest_int8_coverage": manifest.get("metrics", {}).get("int8_coverage"),
+                         "coverage": coverage,
+                         "manifest_int8_coverage": manifest.get("metrics", {}).get("int8_coverage"),
                          "int8_form": manifest.get("metrics", {}).get("int8_form"),
                          "compression": manifest.get("compression", [])}
         print(f"{name}: accuracy {accuracy:.2f}, {bundles[name]['size_bytes'] / 1024:.1f} KB", flush=True)

@@ -33,7 +33,8 @@ OUT = Path(os.environ.get("BENCH_OUT", "bench-out"))
 
 
 def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+                 "?")
     import onnxruntime
 
     return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, onnxruntime {onnxruntime.__version__}"
@@ -205,25 +206,31 @@ def bench_models(seeds: int = 3) -> dict:
             accuracy = {c["name"]: c["accuracy"] for c in json.loads(report.read_text())["candidates"]}
             control = json.loads((folder / "out" / "ctl" / "manifest.json").read_text())["metrics"]["accuracy_control"]
             control = {k: control[k] for k in ("drop", "met", "layers", "layers_int8")}
-            rows[label].append({"seed": seed, "seconds": round(seconds, 1), "exit": code, **accuracy, "ctl_figures": control})
+            rows[label].append({"seed": seed, "seconds": round(seconds, 1), "exit": code, **accuracy,
+                                "ctl_figures": control})
             print(f"bench: {label}, seed {seed}: {accuracy}; ctl {control} ({seconds:.0f} s)", flush=True)
-    means = {label: {name: float(np.mean([row[name] for row in runs])) for name in ("fp32", "ptq", "ctl", "qat", "qat-last")}
+    means = {label: {name: float(np.mean([row[name] for row in runs]))
+                     for name in ("fp32", "ptq", "ctl", "qat", "qat-last")}
              for label, runs in rows.items()}
     checks = {}
     for label, runs in rows.items():
         checks[f"accuracy control within 0.5 point, most layers INT8 ({label}, every seed)"] = all(
-            row["ctl_figures"]["met"] and row["ctl_figures"]["layers_int8"] * 2 > row["ctl_figures"]["layers"] for row in runs)
-        checks[f"QAT matches or beats PTQ ({label}, mean of {seeds} seeds)"] = means[label]["qat"] >= means[label]["ptq"]
+            row["ctl_figures"]["met"] and row["ctl_figures"]["layers_int8"] * 2 > row["ctl_figures"]["layers"]
+            for row in runs)
+        checks[f"QAT matches or beats PTQ ({label}, mean of {seeds} seeds)"] = (
+            means[label]["qat"] >= means[label]["ptq"])
     return {"results": {"runs": rows, "means": means}, "checks": checks}
 
 
 def print_models(models: dict) -> None:
     print("\nAccuracy on val, mean over seeds (ctl: --max-accuracy-drop 0.5, INT8 layers per seed):\n"
-          "| model | fp32 | PTQ | ctl | ctl INT8 layers | QAT (best epoch) | QAT (last epoch) |\n|---|---|---|---|---|---|---|")
+          "| model | fp32 | PTQ | ctl | ctl INT8 layers | QAT (best epoch) | QAT (last epoch) |\n"
+          "|---|---|---|---|---|---|---|")
     for label, mean in models["results"]["means"].items():
         layers = ", ".join(f"{row['ctl_figures']['layers_int8']}/{row['ctl_figures']['layers']}"
                            for row in models["results"]["runs"][label])
-        print(f"| {label} | {mean['fp32']:.2f} | {mean['ptq']:.2f} | {mean['ctl']:.2f} | {layers} | {mean['qat']:.2f} | "
+        print(f"| {label} | {mean['fp32']:.2f} | {mean['ptq']:.2f} | {mean['ctl']:.2f} | {layers} | "
+              f"{mean['qat']:.2f} | "
               f"{mean['qat-last']:.2f} |")
 
 

@@ -132,7 +132,8 @@ class _Graph:
         scale_name = self.add_initializer(np.asarray(scale, np.float32), f"{tensor}_{tag}_scale")
         zero_name = self.add_initializer(np.asarray(zero_point), f"{tensor}_{tag}_zero_point")
         quantized = self.add_node("QuantizeLinear", [tensor, scale_name, zero_name], f"{tensor}_{tag}_quantized")
-        dequantized = self.add_node("DequantizeLinear", [quantized, scale_name, zero_name], f"{tensor}_{tag}_dequantized")
+        dequantized = self.add_node("DequantizeLinear", [quantized, scale_name, zero_name],
+                                    f"{tensor}_{tag}_dequantized")
         self.redirect(tensor, dequantized, consumers)
         return dequantized
 
@@ -417,7 +418,8 @@ def _int32_biases(g: _Graph, keep_float: set[str]) -> int:
             continue
         levels = np.clip(np.round(bias / scale.astype(np.float64)), -2**31, 2**31 - 1).astype(np.int32)
         inputs = [g.add_initializer(levels, node.input[2] + "_int32"),
-                  g.add_initializer(scale.reshape(-1) if scale.size > 1 else scale.reshape(()), node.input[2] + "_scale")]
+                  g.add_initializer(scale.reshape(-1) if scale.size > 1 else scale.reshape(()),
+                                    node.input[2] + "_scale")]
         per_channel = {"axis": 0} if scale.size > 1 else {}
         node.input[2] = g.add_node("DequantizeLinear", inputs, node.input[2] + "_dequantized", **per_channel)
         changed += 1

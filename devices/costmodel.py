@@ -53,14 +53,14 @@ def node_costs(model, batch: int = 1) -> list[NodeCost]:
         shapes[tensor.name] = list(tensor.dims)
         sizes[tensor.name] = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
     dequantized = {node.output[0]: node.input[0] for node in model.graph.node if node.op_type == "DequantizeLinear"}
+    elements = lambda name: float(np.prod(shapes.get(name, [0]), dtype=np.float64))  # noqa: E731
+    byte_size = lambda name: elements(dequantized.get(name, name)) * (  # noqa: E731
+        1 if name in dequantized else sizes.get(name, 4))
     costs = []
     for node in model.graph.node:
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             continue  # fused into integer kernels by onnxruntime
         int8 = node.op_type in COMPUTE_OPS and any(name in dequantized for name in node.input[:2])
-        elements = lambda name: float(np.prod(shapes.get(name, [0]), dtype=np.float64))  # noqa: E731
-        byte_size = lambda name: elements(dequantized.get(name, name)) * (  # noqa: E731
-            1 if name in dequantized else sizes.get(name, 4))
         out = elements(node.output[0]) if node.output else 0.0
         if node.op_type in ("Conv", "ConvTranspose") and len(node.input) > 1:
             weight = shapes.get(dequantized.get(node.input[1], node.input[1]), [1])

@@ -36,7 +36,8 @@ class LoopbackSshd:
     def __init__(self, folder: Path):
         self.folder = folder
         self.port = free_port()
-        self.user = os.environ.get("USER") or subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+        self.user = os.environ.get("USER") or subprocess.run(
+            ["id", "-un"], capture_output=True, text=True).stdout.strip()
         self.key = folder / "id_ed25519"
         self.known_hosts = folder / "known_hosts"
         self.process = None

@@ -20,8 +20,8 @@ def test_compress_validate_report(arch, cli, weights, tmp_path):
     factory = ARCHITECTURES[arch][0]
     common = ["--model", spec(factory), "--weights", weights[arch], "--data", spec("digits")]
     assert cli("export", *common, "--out", tmp_path / "fp32").exit_code == 0
-    result = cli("compress", *common, "--prune", "0.5", "--round-to", "4", "--epochs", "6", "--lr", "3e-3", "--quantize", "int8",
-                 "--int8-backend", "nncf",
+    result = cli("compress", *common, "--prune", "0.5", "--round-to", "4", "--epochs", "6", "--lr", "3e-3",
+                 "--quantize", "int8", "--int8-backend", "nncf",
                  "--out", tmp_path / "small")
     assert result.exit_code == 0, result.stderr
     manifest = json.loads((tmp_path / "small" / "manifest.json").read_text())

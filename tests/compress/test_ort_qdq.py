@@ -126,8 +126,9 @@ def test_a_graph_onnxruntime_already_fuses_is_left_alone(mobilenet, tmp_path):
 
     samples = calibration(mobilenet["names"])
     onnx.save(mobilenet["fp32"], tmp_path / "fp32.onnx")
-    quantize_static(str(tmp_path / "fp32.onnx"), str(tmp_path / "static.onnx"), Feeds(samples), quant_format=QuantFormat.QDQ,
-                    per_channel=True, reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    quantize_static(str(tmp_path / "fp32.onnx"), str(tmp_path / "static.onnx"), Feeds(samples),
+                    quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     static = onnx.load(tmp_path / "static.onnx")
     before = int8_coverage(static)
     fixed, counts = ortify_with_counts(static, samples)

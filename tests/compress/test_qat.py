@@ -19,7 +19,8 @@ def test_qat_bundle_is_int8_qdq_and_as_accurate_as_ptq(cli, weights, cnn_bundles
     ops = {node.op_type for node in model.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops and "FakeQuantize" not in ops
     # Weights are stored as int8 (folded), so the bundle is as small as PTQ's.
-    int8_weights = [t for t in model.graph.initializer if numpy_helper.to_array(t).dtype == np.int8 and len(t.dims) >= 2]
+    int8_weights = [t for t in model.graph.initializer
+                    if numpy_helper.to_array(t).dtype == np.int8 and len(t.dims) >= 2]
     assert len(int8_weights) == 4
     # BatchNorm folded before QAT: Conv feeds its quantizer directly, so onnxruntime fuses integer convs.
     assert "BatchNormalization" not in ops

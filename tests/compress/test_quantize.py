@@ -35,7 +35,8 @@ def test_dynamic_and_fp16(cli, weights, cnn_bundles, tmp_path, mode, marker_ops)
     assert manifest["inputs"][0]["dtype"] == "float32"  # fp16 keeps float32 at the edges
     assert abs(manifest["metrics"]["accuracy"] - _manifest(cnn_bundles["fp32"])["metrics"]["accuracy"]) <= 1.0
     if mode == "fp16":
-        weights_fp16 = [t for t in onnx.load(out / "model.onnx").graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
+        weights_fp16 = [t for t in onnx.load(out / "model.onnx").graph.initializer
+                        if t.data_type == onnx.TensorProto.FLOAT16]
         assert weights_fp16
         assert manifest["metrics"]["size_bytes"] < 0.6 * _manifest(cnn_bundles["fp32"])["metrics"]["size_bytes"]
 

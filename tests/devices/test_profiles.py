@@ -26,7 +26,8 @@ def test_devices_command_lists_every_profile(cli):
     rows = {row["name"]: row for row in json.loads(result.stdout)}
     assert set(rows) == set(profiles())
     assert rows["cpu"]["mode"] == "measured" and rows["gpu"]["prefers"] == "fp16"
-    assert rows["rpi4"]["mode"] == ("emulated" if host_arch() == "aarch64" and rows["cpu"]["cores"] >= 4 else "estimated")
+    assert rows["rpi4"]["mode"] == (
+        "emulated" if host_arch() == "aarch64" and rows["cpu"]["cores"] >= 4 else "estimated")
     text = cli("devices").stdout
     assert "Raspberry Pi 4 Model B" in text and "ssh://" in text
 
@@ -81,7 +82,8 @@ def test_a_provider_that_is_not_installed_is_one_sentence(cli, cnn_bundles, tmp_
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         pytest.skip("this host has CUDA")
-    result = cli("validate", cnn_bundles["fp32"], "--data", spec("digits"), "--device", "gpu", "--out", tmp_path / "r.json")
+    result = cli("validate", cnn_bundles["fp32"], "--data", spec("digits"), "--device", "gpu",
+                 "--out", tmp_path / "r.json")
     assert result.exit_code == 2
     assert "device 'cuda' needs CUDAExecutionProvider, which this onnxruntime does not offer" in result.stderr
     assert not (tmp_path / "r.json").exists()
