@@ -5,7 +5,7 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 
-from edgeslim.core.errors import DeviceError
+from edgeslim.core.errors import DeviceError, require
 from edgeslim.devices.profiles import DeviceProfile
 from edgeslim.devices.protocol import read_reply, worker_argv
 
@@ -17,6 +17,14 @@ class BenchConfig:
     batch: int = 1
     io: str = "host"            # host: numpy in and out (what an app sees); device: GPU-resident I/O
     timeout_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        # Checked here, so a recipe's `bench:` is refused when it is read, not after the builds.
+        require(isinstance(self.runs, int) and self.runs >= 1, "bench.runs", self.runs, "a whole number >= 1")
+        require(isinstance(self.warmup, int) and self.warmup >= 0, "bench.warmup", self.warmup, "a whole number >= 0")
+        require(isinstance(self.batch, int) and self.batch >= 1, "bench.batch", self.batch, "a whole number >= 1")
+        require(self.io in ("host", "device"), "bench.io", self.io, "host or device")
+        require(self.timeout_s > 0, "bench.timeout_s", self.timeout_s, "a number of seconds > 0")
 
     def to_dict(self) -> dict:
         return asdict(self)
