@@ -95,7 +95,7 @@ def torch_free_python(tmp_path_factory):
     import subprocess
     import sys
 
-    from helpers import REPO
+    from helpers import REPO, copy_checkout
 
     root = tmp_path_factory.mktemp("torch-free")
     subprocess.run([sys.executable, "-m", "venv", root / "venv"], check=True)
@@ -107,7 +107,7 @@ def torch_free_python(tmp_path_factory):
     # without its dependencies: only numpy and onnxruntime are there beside it.
     wheels = root / "wheels"
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                            "-w", wheels, REPO], capture_output=True, text=True)
+                            "-w", wheels, copy_checkout(root / "tree")], capture_output=True, text=True)
     if built.returncode != 0:
         pytest.fail(f"could not build edgeslim's wheel: {built.stderr[-500:]}")
     install = subprocess.run([root / "venv" / "bin" / "python", "-m", "pip", "install", "-q", "--no-deps",

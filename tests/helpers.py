@@ -1,4 +1,5 @@
 """Helpers shared by the tests (importable as `helpers`; pytest puts tests/ on the path)."""
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -45,3 +46,14 @@ def assert_one_sentence(result, fragment: str, code: int = 2, kind: str = "error
     assert fragment in lines[0], lines[0]
     assert "Traceback" not in result.stderr + result.stdout
     return lines[0]
+
+
+def copy_checkout(destination: Path) -> Path:
+    """The tracked files of the checkout (what a branch holds), without the venv or build outputs."""
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                            text=True, check=True).stdout.split()
+    for name in listed:
+        if (REPO / name).is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, destination / name)
+    return destination

@@ -4,14 +4,13 @@ lint-imports reads the installed layout (edgeslim/core, edgeslim/sdk, ...), so e
 wheel of the tree into a folder of its own and points the linter at it.
 """
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from helpers import REPO
+from helpers import REPO, copy_checkout
 
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
@@ -26,19 +25,9 @@ def _lint_layers(tree: Path, work: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(site)))
 
 
-def _copy_tree(destination: Path) -> Path:
-    """The tracked files of the checkout (what a branch holds), without the venv or build outputs."""
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                            text=True, check=True).stdout.split()
-    for name in listed:
-        if (REPO / name).is_file():
-            (destination / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, destination / name)
-    return destination
-
-
 def test_the_import_contract_holds(tmp_path):
-    done = _lint_layers(REPO, tmp_path)
+    # A copy, not the checkout: `pip wheel` reuses a build/ folder, which may hold modules since deleted.
+    done = _lint_layers(copy_checkout(tmp_path / "tree"), tmp_path / "work")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "1 kept, 0 broken" in done.stdout
 
@@ -50,7 +39,7 @@ def test_the_import_contract_holds(tmp_path):
     ("report/gates.py", "from edgeslim import build"),              # a stage reaching the application
 ])
 def test_an_upward_import_breaks_the_contract(tmp_path, module, upward):
-    tree = _copy_tree(tmp_path / "branch")
+    tree = copy_checkout(tmp_path / "branch")
     target = tree / module
     target.write_text(target.read_text() + f"\n{upward}  # the branch's upward import\n")
     done = _lint_layers(tree, tmp_path / "work")
