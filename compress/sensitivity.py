@@ -23,11 +23,17 @@ def evaluate_proto(model, batches: list, input_names: list[str], metric) -> floa
     """The metric of an in-memory ONNX model on (inputs, labels) batches, through onnxruntime."""
     import onnxruntime as ort
 
+    from edgeslim.core.axes import output_batch_axis
     from edgeslim.core.data import feed_for
     from edgeslim.core.evaluate import evaluate
 
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return evaluate(lambda inputs: session.run(None, feed_for(inputs, input_names)), batches, metric)
+
+    def predict(inputs):
+        return session.run(None, feed_for(inputs, input_names))
+
+    axis = output_batch_axis(predict, batches[0][0]) if batches else 0
+    return evaluate(predict, batches, metric, batch_axis=axis)
 
 
 def quiet_nncf() -> None:

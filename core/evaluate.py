@@ -29,10 +29,12 @@ def first_output(result):
     return result
 
 
-def evaluate(predict: Callable, batches: Sequence, metric, what: str = "the model", progress=None) -> float:
+def evaluate(predict: Callable, batches: Sequence, metric, what: str = "the model", progress=None,
+             batch_axis: int = 0) -> float:
     """The metric of `predict`'s first output on every (inputs, labels) batch, scored all at once.
 
     `what` names the model in the message when a batch's inputs do not fit it (an InputError).
+    The outputs are joined along `batch_axis` (1 for a time-major (T, N, C) output), the labels along 0.
     """
     outputs, labels = [], []
     for index, (inputs, target) in enumerate(batches):
@@ -43,12 +45,13 @@ def evaluate(predict: Callable, batches: Sequence, metric, what: str = "the mode
         labels.append(to_numpy(target))
         if progress:
             progress(index + 1, len(batches))
-    return score(metric, outputs, labels)
+    return score(metric, outputs, labels, batch_axis)
 
 
-def score(metric, outputs: list, labels: list) -> float:
-    """`metric` of the outputs of all batches against their labels, as a finite float."""
-    predicted, expected = np.concatenate(outputs), np.concatenate(labels)
+def score(metric, outputs: list, labels: list, batch_axis: int = 0) -> float:
+    """`metric` of the outputs of all batches, joined along their batch axis, against their labels, as a
+    finite float."""
+    predicted, expected = _join(outputs, batch_axis), np.concatenate(labels)
     try:
         value = metric(predicted, expected)
     except Exception as exc:  # the user's code failed: say which and how, in one sentence
@@ -60,6 +63,13 @@ def score(metric, outputs: list, labels: list) -> float:
         raise SpecError(f"the metric {metric_name(metric)!r} returned {_shown(value)}, which is not a finite "
                         "number; a metric must return a float, higher is better")
     return result
+
+
+def _join(outputs: list, batch_axis: int) -> np.ndarray:
+    if batch_axis and any(np.ndim(output) <= batch_axis for output in outputs):
+        raise SpecError(f"the outputs have {min(np.ndim(o) for o in outputs)} dims, so they have no batch axis "
+                        f"{batch_axis}; rebuild the bundle with this edgeslim")
+    return np.concatenate(outputs, axis=batch_axis)
 
 
 def finite_number(value) -> float | None:

@@ -296,7 +296,9 @@ class RemoteTarget:
         from edgeslim.core.evaluate import score
         from edgeslim.sdk import read_manifest
 
-        names = [spec["name"] for spec in read_manifest(bundle)["inputs"]]
+        manifest = read_manifest(bundle)
+        names = [spec["name"] for spec in manifest["inputs"]]
+        batch_axis = manifest["outputs"][0].get("batch_axis", 0) if manifest["outputs"] else 0
         arrays, labels = {}, []
         for index, (inputs, target) in enumerate(data.val):
             for name, value in feed_for(inputs, names).items():
@@ -314,4 +316,5 @@ class RemoteTarget:
                     predicted = [outputs[str(index)] for index in range(len(labels))]
         finally:
             self._cleanup(folder)
-        return score(metric, predicted, labels)  # here, so that a metric of the user's own needs nothing there
+        # Scored here, so that a metric of the user's own needs nothing there.
+        return score(metric, predicted, labels, batch_axis)

@@ -32,11 +32,20 @@ def _dtype(value_info) -> str:
 
 
 def tensor_specs(model, which: str) -> list[dict]:
-    """name, dtype and shape (symbolic dims as strings) of each graph input or output."""
+    """name, dtype, shape (symbolic dims as strings) and batch axis of each graph input or output.
+
+    The batch axis is where export put the symbolic dim "batch" (axis 1 for a time-major output); 0 for
+    a graph exported with a fixed batch.
+    """
     initializers = {tensor.name for tensor in model.graph.initializer}
     values = model.graph.input if which == "inputs" else model.graph.output
-    return [{"name": value.name, "dtype": _dtype(value), "shape": _dims(value)}
-            for value in values if value.name not in initializers]
+    specs = []
+    for value in values:
+        if value.name not in initializers:
+            shape = _dims(value)
+            specs.append({"name": value.name, "dtype": _dtype(value), "shape": shape,
+                          "batch_axis": shape.index("batch") if "batch" in shape else 0})
+    return specs
 
 
 def count_params(model) -> int:

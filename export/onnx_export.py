@@ -1,4 +1,4 @@
-"""torch -> ONNX with a dynamic batch axis, checked against torch on real inputs."""
+"""torch -> ONNX with dynamic batch (and sequence) axes found by running the model, checked against torch."""
 from __future__ import annotations
 
 import inspect
@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgeslim.core.errors import ExportError, SpecError
+from edgeslim.core.errors import ConfigError, ExportError, SpecError
 from edgeslim.core.progress import log
 from edgeslim.export.graph import is_quantized
 
@@ -21,10 +21,38 @@ class ExportConfig:
     parity_batches: int = 4
     dynamic_batch: bool = True
     names: dict = field(default_factory=dict)
+    axes: dict = field(default_factory=dict)  # symbolic axes the user names: {tensor: {axis: name}}
 
     def to_dict(self) -> dict:
         return {"opset": self.opset, "atol": self.atol, "rtol": self.rtol,
-                "parity_batches": self.parity_batches, "dynamic_batch": self.dynamic_batch}
+                "parity_batches": self.parity_batches, "dynamic_batch": self.dynamic_batch,
+                **({"axes": self.axes} if self.axes else {})}
+
+
+def parse_dynamic_axis(text: str) -> tuple[str, int, str]:
+    """`input_ids:1=sequence` as (tensor name, axis, symbolic name), or one ConfigError sentence."""
+    name, _, rest = text.rpartition(":")
+    axis, _, symbol = rest.partition("=")
+    if not name or not axis.strip().isdigit() or not symbol.strip():
+        raise ConfigError(f"--dynamic-axis {text!r} must have the form NAME:AXIS=SYMBOL, e.g. input_ids:1=sequence")
+    return name, int(axis), symbol.strip()
+
+
+def _add_user_axes(dynamic: dict | None, user: dict, ranks: dict[str, int]) -> dict | None:
+    """The found axes with those the user named on top; a name or axis the model lacks is a ConfigError."""
+    if not user:
+        return dynamic
+    dynamic = {name: dict(axes) for name, axes in (dynamic or {}).items()}
+    for name, axes in user.items():
+        if name not in ranks:
+            raise ConfigError(f"--dynamic-axis names {name!r}, which the model has neither as an input nor an "
+                              f"output; the tensors are {', '.join(ranks)}")
+        for axis, symbol in axes.items():
+            if not 0 <= int(axis) < ranks[name]:
+                raise ConfigError(f"--dynamic-axis {name}:{axis}={symbol} is outside {name!r}, which has "
+                                  f"{ranks[name]} axes (0 to {ranks[name] - 1})")
+            dynamic.setdefault(name, {})[int(axis)] = str(symbol)
+    return dynamic
 
 
 def input_names(model, inputs) -> list[str]:
@@ -39,11 +67,72 @@ def input_names(model, inputs) -> list[str]:
 
 
 def _output_names(outputs) -> list[str]:
+    """The dict keys, ModelOutput or namedtuple fields; else output_0, output_1, ...; 'output' for one tensor."""
+    from edgeslim.core.axes import output_names
+
+    named = output_names(outputs)
+    if named is not None:
+        return named
     if isinstance(outputs, (tuple, list)):
         return [f"output_{i}" for i in range(len(outputs))]
-    if isinstance(outputs, dict):
-        raise SpecError("the model returns a dict; edgeslim exports models that return a tensor or a tuple of tensors")
     return ["output"]
+
+
+def _keyword_inputs_class():
+    import torch
+
+    class KeywordInputs(torch.nn.Module):
+        """Calls the model with its inputs by name, so that the exporter never binds them to forward()'s
+        parameters itself (it fills unnamed ones with defaults, which fails on `**kwargs` signatures)."""
+
+        def __init__(self, model, names: list[str]):
+            super().__init__()
+            self.model, self.names = model, names
+
+        def forward(self, *values):
+            return self.model(**dict(zip(self.names, values)))
+
+    return KeywordInputs
+
+
+def _with_named_inputs(model, names: list[str]):
+    return _keyword_inputs_class()(model, names).train(model.training)  # the exporter restores this mode after
+
+
+def _ranks(sample_inputs, in_names: list[str], outputs, out_names: list[str]) -> dict[str, int]:
+    from edgeslim.core.axes import flat_outputs
+    from edgeslim.core.data import feed_for
+
+    ranks = {name: value.ndim for name, value in feed_for(sample_inputs, in_names).items()}
+    ranks.update({name: len(value.shape) for name, value in zip(out_names, flat_outputs(outputs))})
+    return ranks
+
+
+def dynamic_axes(model, sample_inputs, in_names: list[str], out_names: list[str]) -> dict:
+    """Symbolic axes of every input and output, found by running the model at two batch sizes
+    (and, for integer sequence inputs, two lengths): {name: {axis: "batch" | "sequence" | ...}}."""
+    import torch
+
+    from edgeslim.core.axes import batch_axes, is_sequence_input, sequence_axes
+    from edgeslim.core.data import feed_for
+    from edgeslim.core.model_io import run_model
+
+    def predict(inputs):
+        with torch.no_grad():
+            return run_model(model, inputs)
+
+    batch = batch_axes(predict, sample_inputs, out_names)
+    sequence = sequence_axes(predict, sample_inputs, batch)
+    axes = {name: {0: "batch"} for name in in_names}
+    if sequence is not None:
+        for name, value in feed_for(sample_inputs, in_names).items():
+            if is_sequence_input(value):
+                axes[name][1] = "sequence"
+    for index, name in enumerate(out_names):
+        axes[name] = {batch[index]: "batch"}
+        for axis in (sequence[index] if sequence else []):
+            axes[name][axis] = "sequence" if len(sequence[index]) == 1 else f"sequence_{axis}"
+    return axes
 
 
 def export_onnx(model, sample_inputs, config: ExportConfig):
@@ -63,9 +152,11 @@ def export_onnx(model, sample_inputs, config: ExportConfig):
                         "check that the data factory's inputs match the model") from None
     in_names = input_names(model, sample_inputs)
     out_names = _output_names(outputs)
-    dynamic = {name: {0: "batch"} for name in in_names + out_names} if config.dynamic_batch else None
+    dynamic = dynamic_axes(model, sample_inputs, in_names, out_names) if config.dynamic_batch else None
+    dynamic = _add_user_axes(dynamic, config.axes, _ranks(sample_inputs, in_names, outputs, out_names))
     buffer = io.BytesIO()
-    export_args = args + ((kwargs,) if kwargs else ())
+    if kwargs:  # inputs by name (a Hugging Face model's input_ids, attention_mask): passed in the data's order
+        model, args = _with_named_inputs(model, list(kwargs)), tuple(kwargs.values())
     with warnings.catch_warnings():
         # torch >= 2.9 deprecates this TorchScript exporter (dynamo=False). edgeslim keeps it: the
         # torch.export-based one needs onnxscript (not a dependency), and QAT (compress/qat.py) relies on
@@ -76,7 +167,7 @@ def export_onnx(model, sample_inputs, config: ExportConfig):
         warnings.filterwarnings("ignore", module=r"torch(\.|$)")
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         try:
-            torch.onnx.export(model, export_args, buffer, input_names=in_names, output_names=out_names,
+            torch.onnx.export(model, args, buffer, input_names=in_names, output_names=out_names,
                               dynamic_axes=dynamic, opset_version=config.opset, dynamo=False)
         except Exception as exc:
             raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: {exc}") from None
@@ -127,6 +218,7 @@ def check_parity(model, proto, batches: list, names: list[str], config: ExportCo
     import onnxruntime as ort
     import torch
 
+    from edgeslim.core.axes import flat_outputs
     from edgeslim.core.data import feed_for, to_numpy
     from edgeslim.core.model_io import run_model
 
@@ -141,7 +233,7 @@ def check_parity(model, proto, batches: list, names: list[str], config: ExportCo
     def torch_outputs(inputs) -> list:
         with torch.no_grad():
             outputs = run_model(model, inputs)
-        return [to_numpy(t) for t in (outputs if isinstance(outputs, (tuple, list)) else [outputs])]
+        return [to_numpy(t) for t in flat_outputs(outputs)]
 
     max_abs, max_rel = _max_errors((torch_outputs(inputs), session.run(None, feed_for(inputs, names)))
                                    for inputs in batches[:config.parity_batches])

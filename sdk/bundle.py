@@ -43,18 +43,19 @@ def sha256_of(path: Path) -> str:
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One input or output: its name, numpy dtype name and shape (str for symbolic dims)."""
+    """One input or output: its name, numpy dtype name, shape (str for symbolic dims) and batch axis."""
 
     name: str
     dtype: str
     shape: tuple
+    batch_axis: int = 0
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape), "batch_axis": self.batch_axis}
 
     @classmethod
     def from_dict(cls, data: dict) -> TensorSpec:
-        return cls(data["name"], data["dtype"], tuple(data["shape"]))
+        return cls(data["name"], data["dtype"], tuple(data["shape"]), int(data.get("batch_axis", 0)))
 
 
 def read_manifest(bundle_dir: str | Path) -> dict:

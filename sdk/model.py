@@ -83,7 +83,8 @@ class Model:
         """numpy in, numpy out; a dict by name (or a sequence in order) for several inputs.
 
         Returns one array for a one-output model, else a dict of arrays by output name. With
-        `batch_size`, the first axis is cut into batches of that size and the results joined.
+        `batch_size`, the first axis is cut into batches of that size and the results joined along each
+        output's batch axis.
         Safe to call from many threads on one Model: each call has its own binding.
         """
         feed = self._feed(x)
@@ -115,7 +116,8 @@ class Model:
         total = rows.pop()
         parts = [self._run({name: value[start:start + batch_size] for name, value in feed.items()})
                  for start in range(0, total, batch_size)]
-        return [np.concatenate([part[index] for part in parts]) for index in range(len(self._output_names))]
+        return [np.concatenate([part[index] for part in parts], axis=spec.batch_axis)
+                for index, spec in enumerate(self.outputs)]
 
     def sample_inputs(self, batch: int = 1, seed: int = 0) -> dict:
         """Random inputs of the declared shapes; symbolic dims take `batch` (the first) or 1."""

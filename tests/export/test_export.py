@@ -11,8 +11,10 @@ def test_manifest_holds_what_the_contract_promises(cnn_bundles):
     manifest = json.loads((cnn_bundles["fp32"] / "manifest.json").read_text())
     assert manifest["format"] == "edgeslim-bundle/1"
     assert manifest["name"] == "fp32"
-    assert manifest["inputs"] == [{"name": "input", "dtype": "float32", "shape": ["batch", 1, 8, 8]}]
-    assert manifest["outputs"] == [{"name": "output", "dtype": "float32", "shape": ["batch", 10]}]
+    assert manifest["inputs"] == [{"name": "input", "dtype": "float32", "shape": ["batch", 1, 8, 8],
+                                   "batch_axis": 0}]
+    assert manifest["outputs"] == [{"name": "output", "dtype": "float32", "shape": ["batch", 10],
+                                    "batch_axis": 0}]
     assert set(manifest["sha256"]) == {"model.onnx"} and len(manifest["sha256"]["model.onnx"]) == 64
     assert manifest["compression"] == []
     assert set(manifest["created_with"]) >= {"edgeslim", "torch", "onnx", "onnxruntime", "nncf"}
