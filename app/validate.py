@@ -39,7 +39,7 @@ def _validate_one(bundle, model, data: DataSplits, targets: list, metric, bench_
              "params": model.manifest.get("metrics", {}).get("params"), "accuracy": None,
              "accuracy_by_device": {}, "latency": {}, "compression": model.manifest.get("compression", [])}
     # Build-time findings the report shows.
-    for key in ("accuracy_control", "sensitivity", "int8_coverage", "int8_form"):
+    for key in ("accuracy_control", "sensitivity", "int8_coverage", "int8_form", "kept_whole"):
         if model.manifest.get("metrics", {}).get(key):
             entry[key] = model.manifest["metrics"][key]
     if data.val:

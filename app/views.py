@@ -50,6 +50,8 @@ def inspect_text(manifest: dict) -> str:
             value = metrics[key]
             lines.append(f"  {key:<11} {value:,}" if isinstance(value, int) else f"  {key:<11} {value:.3f}")
     lines += _int8_lines(metrics if isinstance(metrics, dict) else {})
+    lines += [f"  kept    {kept['module']} whole by pruning: {kept['reason']}"
+              for kept in metrics.get("kept_whole") or []]
     versions = ", ".join(f"{k} {v}" for k, v in manifest.get("created_with", {}).items() if v)
     lines.append(f"  made with {versions}")
     return "\n".join(lines)

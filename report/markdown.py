@@ -77,6 +77,13 @@ def _kernel_lines(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _kept_lines(report: dict) -> str:
+    """Per pruned candidate: the modules pruning left whole, and why."""
+    lines = [f"- kept whole by pruning: `{entry['name']}`: `{kept['module']}` ({kept['reason']})"
+             for entry in report["candidates"] for kept in entry.get("kept_whole") or []]
+    return "\n".join(lines) + "\n" if lines else ""
+
+
 def form_text(form: dict) -> str:
     """The INT8 form chosen at build, and why (its speed against the float parent where measured)."""
     if not form.get("chosen"):
@@ -116,7 +123,7 @@ def render_markdown(report: dict) -> str:
         cells += [row["pareto"], row["steps"], {True: "pass", False: "**FAIL**"}.get(row["passed"], "—")]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "★: on the Pareto front of accuracy against size, or against p50 latency on that device.", "",
-              _kernel_lines(report), _slower_lines(report), _accuracy_by_device(report),
+              _kernel_lines(report), _kept_lines(report), _slower_lines(report), _accuracy_by_device(report),
               _latency_details(report, devices), _quantization(report), _gate_lines(report)]
     return "\n".join(lines).rstrip() + "\n"
 

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from edgeslim.core.documents import Reading, from_dict, json_schema
 from edgeslim.core.errors import ConfigError
 from edgeslim.core.limits import REPORT_MAX_BYTES, read_bounded_json
-from edgeslim.sdk.manifest import AccuracyControl, Int8Form, SensitivityRow, StepRecord
+from edgeslim.sdk.manifest import AccuracyControl, Int8Form, KeptWhole, SensitivityRow, StepRecord
 
 REPORT_FORMAT = "edgeslim-report/1"
 # The figures every renderer formats for each device a candidate was measured on.
@@ -76,6 +76,7 @@ class CandidateResult:
     sensitivity: list[SensitivityRow] | None = None
     int8_coverage: dict[str, Any] | None = None
     int8_form: Int8Form | None = None
+    kept_whole: list[KeptWhole] | None = None
 
 
 @dataclass
