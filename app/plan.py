@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from edgeslim.core.errors import ConfigError
 
 QUANTIZE_MODES = ("none", "int8", "dynamic", "fp16")
+DISTILL_LOSSES = ("auto", "kl", "sequence_kl", "cosine", "mse")  # compress.distill_losses.LOSS_CHOICES, numpy-free
 
 
 class OptionConflict(ConfigError):
@@ -30,6 +31,7 @@ class PlanOptions:
     distill: bool | None = None
     epochs: int = 10                    # distillation
     lr: float = 1e-3
+    distill_loss: str = "auto"          # one of DISTILL_LOSSES; auto: from the output's shape and the labels
     distill_options: dict = field(default_factory=dict)   # further DistillConfig options (a sweep's `distill`)
     qat_epochs: int | None = None       # quantization-aware training instead of PTQ; None: none
     qat_lr: float = 1e-4
@@ -62,7 +64,8 @@ def plan_steps(options: PlanOptions) -> list:
         steps.append(make_step("prune", {"ratio": options.prune, "round_to": options.round_to,
                                          "ignore": list(options.prune_ignore)}))
     if options.distills:
-        steps.append(make_step("distill", {"epochs": options.epochs, "lr": options.lr, **options.distill_options}))
+        steps.append(make_step("distill", {"epochs": options.epochs, "lr": options.lr, "loss": options.distill_loss,
+                                           **options.distill_options}))
     if options.qat_epochs is not None:
         fix = {"overflow_fix": options.overflow_fix} if options.overflow_fix not in (None, "auto") else {}
         steps.append(make_step("qat", {"epochs": options.qat_epochs, "lr": options.qat_lr,

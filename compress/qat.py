@@ -155,6 +155,7 @@ def qat(model, config: QatConfig, ctx):
     import nncf
     import torch
 
+    from edgeslim.compress.distill import fitting_loss
     from edgeslim.compress.sensitivity import quiet_nncf
     from edgeslim.compress.train import FitOptions, evaluate_torch, fit
     from edgeslim.core.model_io import to_args
@@ -168,6 +169,8 @@ def qat(model, config: QatConfig, ctx):
         raise ConfigError("quantization-aware training needs torchao to export QDQ; "
                           "install it with `pip install 'edgeslim[compress]'` or `pip install torchao`") from None
     train = ctx.data.need("train", "quantization-aware training")
+    loss = fitting_loss(model, "auto", ctx, train)[0] if config.distill else "kl"  # before the model is wrapped
+    ctx.record(qat_loss=loss if config.distill else "cross_entropy")
     # One sample per item: NNCF's subset_size counts items, as the ONNX path does.
     inputs = [row[None] for batch in ctx.data.calibration_inputs() for row in to_args(batch)[0][0]]
     inputs = inputs[:config.subset_size]
@@ -184,7 +187,7 @@ def qat(model, config: QatConfig, ctx):
     if ctx.data.val:
         ctx.record(qat_start_accuracy=evaluate_torch(quantized, ctx.data.val, ctx.metric))
     options = FitOptions(epochs=config.epochs, lr=config.lr, temperature=config.temperature, alpha=config.alpha,
-                         seed=config.seed, device=config.device, keep_start=config.keep_best,
+                         seed=config.seed, device=config.device, keep_start=config.keep_best, loss=loss,
                          patience=config.epochs if config.keep_best else 0)
     fit(quantized, train, options, label=f"{ctx.candidate}: qat", teacher=ctx.teacher if config.distill else None,
         val=ctx.data.val, metric=ctx.metric)

@@ -21,39 +21,66 @@ class FitOptions:
     device: str = "auto"        # cuda when a GPU is there; the model comes back on the CPU
     features: list = field(default_factory=list)  # module names whose outputs the student matches
     feature_weight: float = 1.0
+    loss: str = "kl"            # the distillation loss (edgeslim.compress.distill_losses); labels only add to "kl"
     patience: int = 0           # early stopping: epochs without a better val metric (0: off)
     keep_start: bool = False    # with patience: the starting weights compete too (fine-tuning may not help)
     checkpoint: Path | None = None  # saved every epoch; a run that finds one resumes from it
 
 
 def first_output(outputs):
+    """A model's first output: the first value of a dict (a Hugging Face ModelOutput), the first item of a tuple."""
+    from collections.abc import Mapping
+
+    if isinstance(outputs, Mapping):
+        return next(iter(outputs.values()))
     return outputs[0] if isinstance(outputs, (tuple, list)) else outputs
 
 
-def distillation_loss(student_logits, teacher_logits, labels, options: FitOptions):
-    """Hinton's KD: KL between softened distributions (scaled by T^2) blended with cross-entropy."""
+def distillation_loss(student_outputs, teacher_outputs, labels, options: FitOptions):
+    """Without a teacher, cross-entropy on the labels; with one, `options.loss` against the teacher's
+    outputs, blended (weight 1 - alpha) with cross-entropy where the loss is "kl" and labels are given."""
     import torch.nn.functional as F
 
-    hard = F.cross_entropy(student_logits, labels)
-    if teacher_logits is None:
-        return hard
-    t = options.temperature
-    soft = F.kl_div(F.log_softmax(student_logits / t, dim=1), F.softmax(teacher_logits / t, dim=1),
-                    reduction="batchmean") * (t * t)
-    return options.alpha * soft + (1.0 - options.alpha) * hard
+    from edgeslim.compress.distill_losses import LOSS_FUNCTIONS
+
+    if teacher_outputs is None:
+        if labels is None:
+            from edgeslim.core.errors import SpecError
+
+            raise SpecError("training without a teacher needs labels, but a 'train' batch has none; "
+                            "give (inputs, labels) batches")
+        return F.cross_entropy(student_outputs, labels)
+    soft = LOSS_FUNCTIONS[options.loss](student_outputs, teacher_outputs, options.temperature)
+    if labels is None or options.loss != "kl":
+        return soft
+    return options.alpha * soft + (1.0 - options.alpha) * F.cross_entropy(student_outputs, labels)
+
+
+def _labels(target, device, options: FitOptions, teacher):
+    """The batch's labels as class indices where the loss uses them, else None (unlabelled data distills)."""
+    import torch
+
+    if target is None or (teacher is not None and options.loss != "kl"):
+        return None
+    return torch.as_tensor(target).long().to(device)
 
 
 def evaluate_torch(model, batches, metric) -> float:
     """The metric of a torch model on (inputs, labels) batches, through the one evaluation loop."""
     import torch
 
+    from edgeslim.core.axes import output_batch_axis
     from edgeslim.core.evaluate import evaluate
     from edgeslim.core.model_io import run_model
 
     model.eval()
     device = next(model.parameters()).device
     with torch.no_grad():
-        return evaluate(lambda inputs: run_model(model, inputs, device), batches, metric)
+        def predict(inputs):
+            return run_model(model, inputs, device)
+
+        axis = output_batch_axis(predict, batches[0][0]) if batches else 0
+        return evaluate(predict, batches, metric, batch_axis=axis)
 
 
 class FeatureMatcher:
@@ -165,7 +192,7 @@ def fit(model, train, options: FitOptions, label: str, teacher=None, val=None, m
                 if teacher is not None:
                     with torch.no_grad():
                         teacher_logits = first_output(run_model(teacher, inputs, device))
-                labels = torch.as_tensor(target).long().to(device)
+                labels = _labels(target, device, options, teacher)
                 loss = distillation_loss(logits, teacher_logits, labels, options)
                 if features:
                     loss = loss + options.feature_weight * features.loss()

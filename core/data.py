@@ -40,6 +40,11 @@ def _materialize(split: str, batches) -> list:
     return list(batches)
 
 
+def _unlabelled_as_pairs(batches: list) -> list:
+    """Train batches may be `(inputs,)`: distillation's targets are the teacher's outputs. As (inputs, None)."""
+    return [(batch[0], None) if isinstance(batch, (tuple, list)) and len(batch) == 1 else batch for batch in batches]
+
+
 def _check_labelled(split: str, batches: list) -> None:
     for batch in batches[:1]:
         if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
@@ -83,7 +88,8 @@ def _check_numeric_inputs(split: str, inputs, source: str) -> None:
 
 @dataclass
 class DataSplits:
-    """The splits of a data factory: val and train hold (inputs, labels); calibration inputs only."""
+    """The splits of a data factory: val and train hold (inputs, labels), train's labels may be None
+    (or a batch `(inputs,)`) for distillation from unlabelled data; calibration inputs only."""
 
     val: list = field(default_factory=list)
     train: list = field(default_factory=list)
@@ -96,7 +102,7 @@ class DataSplits:
             raise SpecError(f"a data factory must return a mapping with 'val' (and 'train'), "
                             f"got {type(data).__name__}")
         splits = cls(val=_materialize("val", data.get("val")),
-                     train=_materialize("train", data.get("train")),
+                     train=_unlabelled_as_pairs(_materialize("train", data.get("train"))),
                      calibration=_materialize("calibration", data.get("calibration")))
         _check_labelled("val", splits.val)
         _check_labelled("train", splits.train)
