@@ -21,7 +21,7 @@ from edgeslim.failures import (
     show_cause_chain,
     usage_sentence,
 )
-from edgeslim.plan import QUANTIZE_MODES
+from edgeslim.plan import DISTILL_LOSSES, QUANTIZE_MODES
 
 
 class Cli(click.Group):
@@ -113,19 +113,26 @@ def _common_model_options(function):
         click.option("--opset", default=17, show_default=True, type=int),
         click.option("--atol", default=1e-4, show_default=True, type=float, help="Parity tolerance, absolute."),
         click.option("--rtol", default=1e-3, show_default=True, type=float, help="Parity tolerance, relative."),
+        click.option("--dynamic-axis", "dynamic_axes", multiple=True, metavar="NAME:AXIS=SYMBOL",
+                     help="Export this axis of an input or output as symbolic, e.g. input_ids:1=sequence "
+                          "(repeatable); batch and sequence axes are found by running the model."),
     ]
     for option in options:
         function = option(function)
     return _force_option(function)
 
 
-def _job(model_spec, weights, data_spec, metric, out: Path, name, opset, atol, rtol, force, device: str = "cpu"):
+def _job(model_spec, weights, data_spec, metric, out: Path, name, opset, atol, rtol, force, device: str = "cpu",
+         dynamic_axes=()):
     """The bundle the common model options name."""
     from edgeslim.build import BuildJob
-    from edgeslim.export.onnx_export import ExportConfig
+    from edgeslim.export.onnx_export import ExportConfig, parse_dynamic_axis
 
+    axes: dict = {}
+    for tensor, axis, symbol in map(parse_dynamic_axis, dynamic_axes):
+        axes.setdefault(tensor, {})[axis] = symbol
     return BuildJob(model=model_spec, weights=weights, data=data_spec, metric=metric, out=out, name=name or out.name,
-                    export=ExportConfig(opset=opset, atol=atol, rtol=rtol), force=force, device=device)
+                    export=ExportConfig(opset=opset, atol=atol, rtol=rtol, axes=axes), force=force, device=device)
 
 
 def _echo_built(manifest: dict, out: Path) -> None:
@@ -136,12 +143,14 @@ def _echo_built(manifest: dict, out: Path) -> None:
 
 @main.command()
 @_common_model_options
-def export(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol, force) -> None:
+def export(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol, dynamic_axes, force) -> None:
     """The uncompressed baseline as a bundle (parity-checked against torch)."""
     from edgeslim.build import build_job
 
     with _bundle_output(out, force):
-        manifest = build_job(_job(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol, force), [])
+        job = _job(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol, force,
+                   dynamic_axes=dynamic_axes)
+        manifest = build_job(job, [])
     _echo_built(manifest, out)
 
 
@@ -163,6 +172,9 @@ def _bundle_output(out: Path, force: bool):
               help="Fine-tune from the original by distillation (default: on when pruning).")
 @click.option("--epochs", type=int, default=10, show_default=True, help="Distillation epochs.")
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Distillation learning rate.")
+@click.option("--distill-loss", type=click.Choice(DISTILL_LOSSES), default="auto", show_default=True,
+              help="What the output matches the original's by: kl (class logits), sequence_kl (per time step), "
+                   "cosine or mse (embeddings, features); auto chooses from the output's shape and the labels.")
 @click.option("--quantize", type=click.Choice(QUANTIZE_MODES), default="none", show_default=True)
 @click.option("--calibration-samples", type=int, default=300, show_default=True)
 @click.option("--max-accuracy-drop", type=float, help="INT8 accuracy control: return layers to float, most "
@@ -182,9 +194,10 @@ def _bundle_output(out: Path, force: bool):
               show_default=True, help="The INT8 form: auto builds each and keeps the fastest on --device within "
               "the allowed accuracy drop; nncf and ort give integer kernels (NNCF or onnxruntime's quantizer), "
               "dynamic quantizes matmul activations at run time, weights stores int8 and computes in float.")
-def compress(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol, force, prune_ratio, round_to,
-             prune_ignore, distill, epochs, lr, quantize, calibration_samples, max_accuracy_drop, relative, target_size,
-             target_latency, device, qat_epochs, qat_lr, overflow_fix, int8_backend) -> None:
+def compress(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol, dynamic_axes, force, prune_ratio,
+             round_to, prune_ignore, distill, epochs, lr, distill_loss, quantize, calibration_samples,
+             max_accuracy_drop, relative, target_size, target_latency, device, qat_epochs, qat_lr, overflow_fix,
+             int8_backend) -> None:
     """One compressed bundle: prune, distill, quantize, export (to a budget with --target-*)."""
     from edgeslim.budget import budget_from_flags, compress_to_budget
     from edgeslim.build import build_job
@@ -194,13 +207,15 @@ def compress(model_spec, weights, data_spec, metric, out, name, opset, atol, rto
     with _bundle_output(out, force):
         try:
             options = PlanOptions(prune=prune_ratio, round_to=round_to, prune_ignore=prune_ignore, distill=distill,
-                                  epochs=epochs, lr=lr, qat_epochs=qat_epochs, qat_lr=qat_lr, quantize=quantize,
+                                  epochs=epochs, lr=lr, distill_loss=distill_loss, qat_epochs=qat_epochs,
+                                  qat_lr=qat_lr, quantize=quantize,
                                   calibration_samples=calibration_samples, max_accuracy_drop=max_accuracy_drop,
                                   relative=relative, overflow_fix=overflow_fix, int8_backend=int8_backend)
             budget = budget_from_flags(target_size, target_latency, device, options)
         except OptionConflict as exc:
             raise click.UsageError(str(exc)) from None
-        job = _job(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol, force, device)
+        job = _job(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol, force, device,
+                   dynamic_axes)
         if budget is None:
             manifest = build_job(job, plan_steps(options))
             _echo_built(manifest, out)

@@ -19,11 +19,14 @@ _TEXT = {"minLength": 1}
 
 @dataclass
 class TensorEntry:
-    """One input or output of the model: its name, numpy dtype name and shape (names for symbolic dims)."""
+    """One input or output of the model: its name, numpy dtype name, shape (names for symbolic dims) and batch axis."""
 
     name: str = field(metadata=_TEXT)
     dtype: str = field(metadata={**_TEXT, "description": "A numpy dtype name: float32, int64, bool, ..."})
     shape: list[int | str | None] = field(metadata={"description": "Whole numbers, or names for symbolic dims."})
+    batch_axis: int = field(default=0, metadata={
+        "minimum": 0, "description": "The axis that follows the batch: 1 for a time-major (T, N, C) output. "
+                                     "Absent in older manifests: 0."})
 
 
 @dataclass
@@ -77,6 +80,15 @@ class Int8Form:
 
 
 @dataclass
+class KeptWhole:
+    """A module pruning left whole, and why (a recurrent layer, an attention it cannot split by heads)."""
+
+    OPEN: ClassVar[bool] = True
+    module: str = field(metadata=_TEXT)
+    reason: str = ""
+
+
+@dataclass
 class BuildMetrics:
     """What was measured when the bundle was built."""
 
@@ -94,6 +106,7 @@ class BuildMetrics:
     accuracy_control: AccuracyControl | None = None
     sensitivity: list[SensitivityRow] | None = None
     budget: dict[str, Any] | None = None
+    kept_whole: list[KeptWhole] | None = None
 
 
 @dataclass
