@@ -195,6 +195,50 @@ def traced_as_one_node(modules: list):
             del module.forward
 
 
+def output_producer(model, example_inputs):
+    """The last layer with weights whose output reaches the model's output: its channels are the output's.
+
+    For a classifier that is the head; for a sentence encoder that mean-pools, the last LayerNorm of the
+    residual stream. Found from autograd's graph, so a branch the model computes but does not return (a
+    BertModel's pooler) is not taken for it.
+    """
+    import torch
+
+    from edgeslim.core.model_io import run_model
+
+    produced = []
+    hooks = [module.register_forward_hook(lambda mod, _inp, out: produced.append((mod, out)))
+             for module in model.modules() if any(True for _ in module.parameters(recurse=False))]
+    try:
+        with torch.enable_grad():
+            outputs = run_model(model, example_inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    flat = (outputs.values() if isinstance(outputs, dict)
+            else outputs if isinstance(outputs, (tuple, list)) else [outputs])
+    reaching, pending = set(), [out.grad_fn for out in flat if getattr(out, "grad_fn", None) is not None]
+    while pending:
+        node = pending.pop()
+        if node is not None and node not in reaching:
+            reaching.add(node)
+            pending.extend(next_node for next_node, _ in node.next_functions)
+    for module, out in reversed(produced):
+        if getattr(out, "grad_fn", None) in reaching:
+            return module
+    return None
+
+
+def ignore_groups_pruning_outputs_of(pruner, module) -> None:
+    """Leave unpruned every channel group that would prune `module`'s output channels (the model's output)."""
+    if module is None:
+        return
+    for group in list(pruner.DG.get_all_groups(ignored_layers=pruner.ignored_layers,
+                                               root_module_types=pruner.root_module_types)):
+        if any(dep.target.module is module and pruner.DG.is_out_channel_pruning_fn(dep.handler) for dep, _ in group):
+            pruner.ignored_layers.append(group[0][0].target.module)
+
+
 def ignore_groups_reaching(pruner, kept_modules: list) -> None:
     """Leave every channel group that touches a module kept whole unpruned, so its inputs keep their width."""
     kept = {part for module in kept_modules for part in module.modules()}
@@ -247,6 +291,24 @@ def _still_runs(model, example) -> None:
                           "in the error whole with prune.ignore (--prune-ignore NAME), or prune less") from None
 
 
+@contextmanager
+def every_layer_traced(model):
+    """Trace layers whose output the model computes but does not return (a BertModel's pooler under a
+    user's mean pooling): torch-pruning follows only what reaches the outputs, so such a layer kept its
+    input width and failed once the width feeding it was pruned. Yields an output_transform adding them."""
+    import torch
+
+    produced = []
+    hooks = [module.register_forward_hook(lambda _mod, _inp, out: produced.append(out))
+             for module in model.modules()
+             if isinstance(module, (torch.nn.Linear, torch.nn.modules.conv._ConvNd))]
+    try:
+        yield lambda outputs: [outputs, *[out for out in produced if getattr(out, "grad_fn", None) is not None]]
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
 def _pruner(model, config: PruneConfig, example, attentions: list, ignored: list):
     """torch-pruning's MetaPruner: whole heads of the attentions found, recurrent layers traced as one node."""
     import torch
@@ -256,9 +318,10 @@ def _pruner(model, config: PruneConfig, example, attentions: list, ignored: list
 
     args, kwargs = to_args(example)
     recurrent = [module for module in ignored if isinstance(module, torch.nn.RNNBase)]
-    with traced_as_one_node(recurrent):
+    with traced_as_one_node(recurrent), every_layer_traced(model) as with_every_layer:
         return tp.pruner.MetaPruner(
             model,
+            output_transform=with_every_layer,
             example_inputs=kwargs if kwargs else (args[0] if len(args) == 1 else args),
             importance=tp.importance.GroupMagnitudeImportance(p=2 if config.importance == "l2" else 1),
             pruning_ratio=config.ratio,
@@ -288,6 +351,7 @@ def prune(model, config: PruneConfig, ctx):
     try:
         pruner = _pruner(model, config, ctx.example_inputs, attentions, ignored)
         ignore_groups_reaching(pruner, whole)
+        ignore_groups_pruning_outputs_of(pruner, output_producer(model, ctx.example_inputs))
         with torch.no_grad():
             pruner.step()
     except (AssertionError, IndexError, KeyError, RuntimeError, TypeError, ValueError) as exc:
