@@ -2,11 +2,11 @@
 consistently (all-MiniLM-L6-v2's pooler under mean pooling ended in 'mat1 and mat2 shapes cannot be
 multiplied' before)."""
 import torch
+from fixtures.real_arch import pooled_encoder
 
 from edgeslim.build import StepContext
 from edgeslim.compress import apply_step, make_step
 from edgeslim.core.model_io import count_params
-from fixtures.real_arch import pooled_encoder
 
 
 def test_an_encoder_keeps_its_output_width_and_its_unused_branch_follows():
