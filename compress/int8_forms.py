@@ -15,7 +15,9 @@ bounds the outcome: a compressed model is never slower than its parent by choice
 """
 from __future__ import annotations
 
+import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -108,12 +110,25 @@ def through_files(model, quantize, prepare: bool = True):
     """onnxruntime's quantizers read and write files; `prepare`: shape inference first, as they advise."""
     import onnx
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _working_in(Path(tmp)):
         source, target = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
         onnx.save(model, source)
         prepared = _prepared(source, Path(tmp) / "prepared.onnx") if prepare else source
         quantize(str(prepared), str(target))
         return onnx.load(target)
+
+
+@contextmanager
+def _working_in(folder: Path):
+    """onnxruntime's symbolic shape inference saves `sym_shape_infer_temp.onnx` and its external data
+    (77 MB for all-MiniLM-L6-v2) into the working directory when it cannot infer every shape, and
+    leaves them: the user's folder. Run the quantizers inside our temporary folder instead."""
+    before = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(before)
 
 
 def _prepared(source: Path, prepared: Path) -> Path:
