@@ -36,28 +36,36 @@ class PruneConfig(StepConfig):
         require(self.importance in ("l1", "l2"), "prune.importance", self.importance, "'l1' or 'l2'")
 
 
-def output_layers(model, example_inputs) -> list:
-    """The layers whose output is the model's output: their channels are the classes, kept whole.
-
-    Found by running the model once with hooks, so no model needs naming its classifier.
-    """
+def recorded_run(model, example_inputs) -> tuple[list, list]:
+    """Run the model once, recording (module, output) for each module with weights of its own, in order,
+    and the model's outputs as a flat list; with autograd on, so that what reaches the outputs can be traced."""
     import torch
 
     from edgeslim.core.model_io import run_model
 
-    prunable = (torch.nn.Linear, torch.nn.modules.conv._ConvNd)
     produced = []
     hooks = [module.register_forward_hook(lambda mod, _inp, out: produced.append((mod, out)))
-             for module in model.modules() if isinstance(module, prunable)]
+             for module in model.modules() if any(True for _ in module.parameters(recurse=False))]
     try:
-        with torch.no_grad():
+        with torch.enable_grad():
             outputs = run_model(model, example_inputs)
     finally:
         for hook in hooks:
             hook.remove()
-    flat = outputs if isinstance(outputs, (tuple, list)) else [outputs]
-    exact = [mod for mod, out in produced if any(out is result for result in flat)]
-    return exact or ([produced[-1][0]] if produced else [])
+    flat = (list(outputs.values()) if isinstance(outputs, dict)
+            else list(outputs) if isinstance(outputs, (tuple, list)) else [outputs])
+    return produced, flat
+
+
+def output_layers(run: tuple[list, list]) -> list:
+    """The layers whose output is the model's output (`run` from recorded_run): their channels are the
+    classes, kept whole. Found by running the model, so no model needs naming its classifier."""
+    import torch
+
+    produced, flat = run
+    layers = [(mod, out) for mod, out in produced if isinstance(mod, (torch.nn.Linear, torch.nn.modules.conv._ConvNd))]
+    exact = [mod for mod, out in layers if any(out is result for result in flat)]
+    return exact or ([layers[-1][0]] if layers else [])
 
 
 # Attributes attention modules (Hugging Face's and others) use for their head count, head size, total
@@ -195,28 +203,14 @@ def traced_as_one_node(modules: list):
             del module.forward
 
 
-def output_producer(model, example_inputs):
+def output_producer(run: tuple[list, list]):
     """The last layer with weights whose output reaches the model's output: its channels are the output's.
 
     For a classifier that is the head; for a sentence encoder that mean-pools, the last LayerNorm of the
     residual stream. Found from autograd's graph, so a branch the model computes but does not return (a
-    BertModel's pooler) is not taken for it.
+    BertModel's pooler) is not taken for it. `run` comes from recorded_run.
     """
-    import torch
-
-    from edgeslim.core.model_io import run_model
-
-    produced = []
-    hooks = [module.register_forward_hook(lambda mod, _inp, out: produced.append((mod, out)))
-             for module in model.modules() if any(True for _ in module.parameters(recurse=False))]
-    try:
-        with torch.enable_grad():
-            outputs = run_model(model, example_inputs)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    flat = (outputs.values() if isinstance(outputs, dict)
-            else outputs if isinstance(outputs, (tuple, list)) else [outputs])
+    produced, flat = run
     reaching, pending = set(), [out.grad_fn for out in flat if getattr(out, "grad_fn", None) is not None]
     while pending:
         node = pending.pop()
@@ -347,11 +341,12 @@ def prune(model, config: PruneConfig, ctx):
     attentions, kept = attention_modules(model)
     kept.update(recurrent_modules(model))
     whole = [modules[name] for name in kept]
-    ignored = output_layers(model, ctx.example_inputs) + _check_ignore(model, config.ignore) + whole
+    run = recorded_run(model, ctx.example_inputs)   # once: the output layers and what feeds the output
+    ignored = output_layers(run) + _check_ignore(model, config.ignore) + whole
     try:
         pruner = _pruner(model, config, ctx.example_inputs, attentions, ignored)
         ignore_groups_reaching(pruner, whole)
-        ignore_groups_pruning_outputs_of(pruner, output_producer(model, ctx.example_inputs))
+        ignore_groups_pruning_outputs_of(pruner, output_producer(run))
         with torch.no_grad():
             pruner.step()
     except (AssertionError, IndexError, KeyError, RuntimeError, TypeError, ValueError) as exc:
