@@ -107,7 +107,7 @@ def build_bundle(base_model, steps: list, data: DataSplits, out_dir: Path, name:
 
 
 QUANTIZED_RTOL = 0.05
-QUANTIZING_STEPS = ("int8", "dynamic", "qat")
+QUANTIZING_STEPS = ("int8", "dynamic", "qat", "int4")
 
 
 def _int8_coverage(proto, steps: list, ctx) -> dict | None:
@@ -120,7 +120,8 @@ def _int8_coverage(proto, steps: list, ctx) -> dict | None:
     coverage = int8_coverage(proto)
     form = ctx.records.get("int8_form", {}).get("chosen")
     log(f"{ctx.candidate}: {coverage_text(coverage)}" + (f" (form {form})" if form else ""))
-    if mostly_float(coverage) and form != "weights":
+    weight_only = any(step.name == "int4" for step in steps)  # it quantizes matmul weights alone, by design
+    if mostly_float(coverage) and form != "weights" and not weight_only:
         warn(f"{ctx.candidate}: most convolutions and matmuls of this quantized model run in float on "
              f"onnxruntime's CPU provider ({coverage_text(coverage)}); see the manifest's int8_coverage")
     return coverage
@@ -249,6 +250,7 @@ def write_verified_bundle(proto, out_dir: Path, name: str, compression: list, me
     with staged_bundle(Path(out_dir), force) as staging:
         files = save_model(proto, staging)
         manifest = manifest_for(proto, name, files, staging, compression, metrics, extra)
+        record_example_shapes(manifest, data)
         write_json(staging / "manifest.json", manifest)
         if data.val:
             accuracy = evaluate(load(staging), data.val, metric)
@@ -260,6 +262,19 @@ def write_verified_bundle(proto, out_dir: Path, name: str, compression: list, me
         if data.val or finish is not None:
             write_json(staging / "manifest.json", manifest)
     return manifest
+
+
+def record_example_shapes(manifest: dict, data: DataSplits) -> None:
+    """Each input's shape in the data's first batch, so that the SDK benchmarks a sequence model at the
+    length it was built for rather than guessing one."""
+    from edgeslim.core.data import feed_for
+
+    if not (data.val or data.train):
+        return
+    feed = feed_for(data.sample_inputs(), [spec["name"] for spec in manifest["inputs"]])
+    for spec in manifest["inputs"]:
+        if spec["name"] in feed:
+            spec["example_shape"] = [int(size) for size in feed[spec["name"]].shape]
 
 
 def layer_sensitivity(base_model, data: DataSplits, metric, calibration_samples: int = 300) -> dict:

@@ -21,7 +21,7 @@ from edgeslim.failures import (
     show_cause_chain,
     usage_sentence,
 )
-from edgeslim.plan import DISTILL_LOSSES, QUANTIZE_MODES
+from edgeslim.plan import DISTILL_LOSSES, GRAPH_MODEL_TYPES, QUANTIZE_MODES
 
 
 class Cli(click.Group):
@@ -175,7 +175,17 @@ def _bundle_output(out: Path, force: bool):
 @click.option("--distill-loss", type=click.Choice(DISTILL_LOSSES), default="auto", show_default=True,
               help="What the output matches the original's by: kl (class logits), sequence_kl (per time step), "
                    "cosine or mse (embeddings, features); auto chooses from the output's shape and the labels.")
-@click.option("--quantize", type=click.Choice(QUANTIZE_MODES), default="none", show_default=True)
+@click.option("--quantize", type=click.Choice(QUANTIZE_MODES), default="none", show_default=True,
+              help="int8: integer kernels (see --int8-backend); dynamic: int8 matmul weights, activations quantized "
+                   "at run time; fp16: half precision; int4: weight-only 4-bit MatMul weights (onnxruntime's "
+                   "MatMulNBits), a size mode: kept even where it runs slower than float, and then the manifest "
+                   "and the build's output say so.")
+@click.option("--int4-block-size", type=int, help="INT4 weights per scale, a power of two of at least 16 "
+              "[default: 32]; with --quantize int4.")
+@click.option("--optimize-graph", type=click.Choice(GRAPH_MODEL_TYPES), is_flag=False, flag_value="bert",
+              help="Fuse attention, layer norms and GELUs with onnxruntime's transformer optimizer for this model "
+                   "type (alone: bert, for BERT-like encoders such as MiniLM), before quantizing; the fused graph is "
+                   "kept only where its outputs match and it is no slower on --device.")
 @click.option("--calibration-samples", type=int, default=300, show_default=True)
 @click.option("--max-accuracy-drop", type=float, help="INT8 accuracy control: return layers to float, most "
               "sensitive first, until the drop against fp32 is within this many points (implies --quantize int8).")
@@ -197,7 +207,7 @@ def _bundle_output(out: Path, force: bool):
 def compress(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol, dynamic_axes, force, prune_ratio,
              round_to, prune_ignore, distill, epochs, lr, distill_loss, quantize, calibration_samples,
              max_accuracy_drop, relative, target_size, target_latency, device, qat_epochs, qat_lr, overflow_fix,
-             int8_backend) -> None:
+             int8_backend, int4_block_size, optimize_graph) -> None:
     """One compressed bundle: prune, distill, quantize, export (to a budget with --target-*)."""
     from edgeslim.budget import budget_from_flags, compress_to_budget
     from edgeslim.build import build_job
@@ -210,7 +220,8 @@ def compress(model_spec, weights, data_spec, metric, out, name, opset, atol, rto
                                   epochs=epochs, lr=lr, distill_loss=distill_loss, qat_epochs=qat_epochs,
                                   qat_lr=qat_lr, quantize=quantize,
                                   calibration_samples=calibration_samples, max_accuracy_drop=max_accuracy_drop,
-                                  relative=relative, overflow_fix=overflow_fix, int8_backend=int8_backend)
+                                  relative=relative, overflow_fix=overflow_fix, int8_backend=int8_backend,
+                                  int4_block_size=int4_block_size, optimize_graph=optimize_graph)
             budget = budget_from_flags(target_size, target_latency, device, options)
         except OptionConflict as exc:
             raise click.UsageError(str(exc)) from None
@@ -321,7 +332,7 @@ def validate(bundles, data_spec, devices, metric, baseline, out, io, runs, warmu
     with _document_outputs(outputs, [data_spec, metric, *bundles], force):
         data = load_data(data_spec)
         report = validate_bundles(list(bundles), data, list(devices), load_metric(metric), metric, baseline,
-                                  BenchConfig(runs=runs, warmup=warmup, batch=batch, io=io))
+                                  BenchConfig(runs=runs, warmup=warmup, batch=batch, io=io), specs={"data": data_spec})
         text = render_markdown(report)
         _write_documents(outputs, {"json": report, "markdown": text}, force)
     click.echo(text)
@@ -329,15 +340,22 @@ def validate(bundles, data_spec, devices, metric, baseline, out, io, runs, warmu
 
 @main.command()
 @click.argument("report_path", metavar="REPORT.json")
-@click.option("--against", type=click.Path(), help="An older report: gate each candidate against its namesake.")
+@click.option("--against", type=click.Path(), help="An older report: show old, new and delta, and gate each candidate "
+              "against its namesake (one it lacks: against the baseline, with a warning).")
+@click.option("--allow-different-model", is_flag=True, help="Compare with an --against report of another model.")
 @click.option("--max-accuracy-drop", type=float, help="Points of the metric a candidate may lose.")
 @click.option("--max-latency-increase", type=float, help="Fraction of p50 a candidate may add (0.1 = +10%).")
+@click.option("--min-latency-change", type=float, default=0.05, show_default=True, help="Milliseconds of p50 "
+              "below which a latency change is noise, whatever its fraction (so is one within the p90 - p50 spread).")
 @click.option("--html", "html_out", type=click.Path(path_type=Path), help="Also write an HTML page.")
 @click.option("--md", "md_out", type=click.Path(path_type=Path), help="Also write the Markdown to a file.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the report with its gates.")
 @_force_option
-def report(report_path, against, max_accuracy_drop, max_latency_increase, html_out, md_out, json_out, force) -> None:
+def report(report_path, against, allow_different_model, max_accuracy_drop, max_latency_increase, min_latency_change,
+           html_out, md_out, json_out, force) -> None:
     """Render a report and apply gates (exit 1 when one fails)."""
+    from edgeslim.core.progress import warn
+    from edgeslim.report.compare import attach, check_same_model
     from edgeslim.report.gates import GateConfig, apply_gates, failures
     from edgeslim.report.html import render_html
     from edgeslim.report.markdown import render_markdown
@@ -346,9 +364,12 @@ def report(report_path, against, max_accuracy_drop, max_latency_increase, html_o
     outputs = [(path, kind) for path, kind in ((md_out, "markdown"), (html_out, "html"), (json_out, "json")) if path]
     with _document_outputs(outputs, [report_path, against], force):
         document = read_report(report_path)
-        gates = GateConfig(max_accuracy_drop, max_latency_increase)
-        passed = apply_gates(document, gates, read_report(against) if against else None,
-                             against_name=str(against) if against else "the --against report")
+        gates = GateConfig(max_accuracy_drop, max_latency_increase, min_latency_change)
+        old = read_report(against) if against else None
+        model_note = check_same_model(document, old, str(against), allow_different_model) if old else None
+        passed = apply_gates(document, gates, old, against_name=str(against) if against else "the --against report")
+        for note in attach(document, old, str(against), gates, model_note) if old else []:
+            warn(note)
         text = render_markdown(document)
         click.echo(text)
         rendered = {"markdown": text, "json": document, **({"html": render_html(document)} if html_out else {})}

@@ -6,6 +6,8 @@ whichever way they were asked for:
 
     >>> [step.name for step in plan_steps(PlanOptions(prune=0.5, quantize="int8"))]
     ['prune', 'distill', 'int8']
+    >>> [step.name for step in plan_steps(PlanOptions(optimize_graph="bert", quantize="int4"))]
+    ['optimize', 'int4']
 """
 from __future__ import annotations
 
@@ -13,8 +15,10 @@ from dataclasses import dataclass, field
 
 from edgeslim.core.errors import ConfigError
 
-QUANTIZE_MODES = ("none", "int8", "dynamic", "fp16")
+QUANTIZE_MODES = ("none", "int8", "dynamic", "fp16", "int4")
 DISTILL_LOSSES = ("auto", "kl", "sequence_kl", "cosine", "mse")  # compress.distill_losses.LOSS_CHOICES, numpy-free
+# compress.graph_optimize.MODEL_TYPES, without importing onnxruntime for the CLI's help.
+GRAPH_MODEL_TYPES = ("bert", "bart", "clip", "gpt2", "swin", "t5", "vit")
 
 
 class OptionConflict(ConfigError):
@@ -41,6 +45,8 @@ class PlanOptions:
     relative: bool = False
     overflow_fix: str | None = None     # None: each step's default
     int8_backend: str = "auto"
+    int4_block_size: int | None = None  # INT4 weights per scale; None: the int4 step's default
+    optimize_graph: str | None = None   # onnxruntime's transformer fusions for this model type; None: none
 
     def __post_init__(self):
         object.__setattr__(self, "prune_ignore", tuple(self.prune_ignore))
@@ -49,6 +55,12 @@ class PlanOptions:
         if self.max_accuracy_drop is not None and self.quantize not in ("none", "int8"):
             raise OptionConflict(f"--max-accuracy-drop controls INT8 quantization; it cannot go with "
                                  f"--quantize {self.quantize}")
+        if self.int4_block_size is not None and self.quantize != "int4":
+            raise OptionConflict(f"--int4-block-size sets INT4 quantization; it cannot go with "
+                                 f"--quantize {self.quantize}")
+        if self.optimize_graph is not None and self.optimize_graph not in GRAPH_MODEL_TYPES:
+            raise ConfigError(f"--optimize-graph {self.optimize_graph!r} is not a model type; "
+                              f"the types are {', '.join(GRAPH_MODEL_TYPES)}")
 
     @property
     def distills(self) -> bool:
@@ -56,7 +68,8 @@ class PlanOptions:
 
 
 def plan_steps(options: PlanOptions) -> list:
-    """The ordered step configs for `options`: prune, distill, qat (torch), then one ONNX quantization."""
+    """The ordered step configs for `options`: prune, distill, qat (torch), then graph optimization and one
+    ONNX quantization."""
     from edgeslim.compress import check_order, make_step
 
     steps = []
@@ -70,6 +83,8 @@ def plan_steps(options: PlanOptions) -> list:
         fix = {"overflow_fix": options.overflow_fix} if options.overflow_fix not in (None, "auto") else {}
         steps.append(make_step("qat", {"epochs": options.qat_epochs, "lr": options.qat_lr,
                                        "subset_size": options.calibration_samples, **fix}))
+    if options.optimize_graph:
+        steps.append(make_step("optimize", {"model_type": options.optimize_graph}))
     steps += _quantize_step(options)
     check_order(steps)
     return steps
@@ -83,4 +98,6 @@ def _quantize_step(options: PlanOptions) -> list:
         return [make_step("int8", {"subset_size": options.calibration_samples,
                                    "max_accuracy_drop": options.max_accuracy_drop, "relative": options.relative,
                                    "backend": options.int8_backend, **fix})]
+    if options.quantize == "int4" and options.int4_block_size is not None:
+        return [make_step("int4", {"block_size": options.int4_block_size})]
     return [] if options.quantize == "none" else [make_step(options.quantize)]

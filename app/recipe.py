@@ -114,7 +114,8 @@ class Candidate:
     name: str = field(metadata={"parse": _candidate_name, "schema": {"type": ["string", "number"]}})
     steps: list[StepConfig] = field(default_factory=list, metadata={
         "parse": _steps, "schema": lambda defs: {"type": "array", "items": step_schema(defs)},
-        "description": "Steps in order: torch steps (prune, distill, qat) before one ONNX step (int8, dynamic, fp16)."})
+        "description": "Steps in order: torch steps (prune, distill, qat), then the ONNX steps: optimize "
+                       "(transformer fusions) before one quantization (int8, dynamic, fp16, int4)."})
 
     def to_dict(self) -> dict:
         return {"name": self.name, "steps": [step.to_dict() for step in self.steps]}

@@ -9,9 +9,11 @@ BENCH_KEYS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "max_ms", "thro
 
 
 def built_text(manifest: dict, out: Path) -> str:
+    """'wrote DIR: 1.2 KB, ...', and below it the note of a bundle kept slower than its float parent (int4)."""
     metrics = manifest["metrics"]
     accuracy = f", accuracy {metrics['accuracy']:.2f}" if "accuracy" in metrics else ""
-    return f"wrote {out}: {metrics['size_bytes'] / 1024:.1f} KB, {metrics['params']:,} params{accuracy}"
+    note = f"\nnote: {metrics['speed_note']}" if metrics.get("speed_note") else ""
+    return f"wrote {out}: {metrics['size_bytes'] / 1024:.1f} KB, {metrics['params']:,} params{accuracy}{note}"
 
 
 def budget_text(budget: dict) -> str:
@@ -50,6 +52,7 @@ def inspect_text(manifest: dict) -> str:
             value = metrics[key]
             lines.append(f"  {key:<11} {value:,}" if isinstance(value, int) else f"  {key:<11} {value:.3f}")
     lines += _int8_lines(metrics if isinstance(metrics, dict) else {})
+    lines += _onnx_step_lines(metrics if isinstance(metrics, dict) else {})
     lines += [f"  kept    {kept['module']} whole by pruning: {kept['reason']}"
               for kept in metrics.get("kept_whole") or []]
     versions = ", ".join(f"{k} {v}" for k, v in manifest.get("created_with", {}).items() if v)
@@ -76,6 +79,27 @@ def _int8_lines(metrics: dict) -> list[str]:
     settings = metrics.get("int8_settings")
     if isinstance(settings, dict):
         lines.append(f"  int8 weights {settings.get('weights')} for {settings.get('target')} ({settings.get('why')})")
+    return lines
+
+
+def _onnx_step_lines(metrics: dict) -> list[str]:
+    """The INT4 step's figures and speed note, and what graph optimization fused (or why it was not kept)."""
+    lines = []
+    int4 = metrics.get("int4")
+    if isinstance(int4, dict):
+        speed = (f", {int4['x_parent']:.2f}x the float parent's time on {int4.get('measured_on')}"
+                 if isinstance(int4.get("x_parent"), (int, float)) else "")
+        lines.append(f"  int4    {int4.get('matmul_nbits')} of {int4.get('matmuls')} MatMul weights as MatMulNBits "
+                     f"(block {int4.get('block_size')}, accuracy_level {int4.get('accuracy_level')}){speed}")
+    if metrics.get("speed_note"):
+        lines.append(f"  note    {metrics['speed_note']}")
+    graph = metrics.get("graph_optimization")
+    if isinstance(graph, dict):
+        fused = ", ".join(f"{count} {op}" for op, count in (graph.get("fused") or {}).items()) or "nothing"
+        verdict = "kept" if graph.get("kept") else f"not kept: {graph.get('why')}"
+        lines.append(f"  graph   {graph.get('model_type')} fusions: {fused}; {verdict}")
+        if graph.get("note"):
+            lines.append(f"  graph   {graph['note']}")
     return lines
 
 

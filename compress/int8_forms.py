@@ -31,6 +31,10 @@ TIE = 0.02                  # forms within 2 % of the fastest count as equally f
 SLOWER = 1.05               # past 5 % over the parent, a form is slower than float
 DEFAULT_RELATIVE_DROP = 0.01  # without --max-accuracy-drop: 1 % of the parent's score
 DYNAMIC_OPS = ["MatMul", "Attention", "LSTM", "Gather"]  # not Conv: ConvInteger is slower than float
+# onnxruntime's quantizers type each tensor by ONNX shape inference, which cannot type the outputs of
+# com.microsoft ops (a graph fused by the optimize step: BiasGelu, SkipLayerNormalization); those are
+# float (onnx.TensorProto.FLOAT).
+FLOAT_BY_DEFAULT = {"DefaultTensorType": 1}
 
 
 # -- what the target's instruction set asks for ---------------------------------------------------
@@ -90,7 +94,7 @@ def _ort(model, samples, config, ctx):
         quantize_static(source, target, Samples(), quant_format=QuantFormat.QDQ, per_channel=True,
                         reduce_range=config.overflow_fix == "enable", activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, nodes_to_exclude=list(config.in_float),
-                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, **FLOAT_BY_DEFAULT})
 
     return through_files(model, quantize)
 
@@ -101,7 +105,7 @@ def _dynamic(model, samples, config, ctx):
     def quantize(source, target):
         quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=True,
                          reduce_range=config.overflow_fix == "enable", op_types_to_quantize=DYNAMIC_OPS,
-                         nodes_to_exclude=list(config.in_float))
+                         nodes_to_exclude=list(config.in_float), extra_options=FLOAT_BY_DEFAULT)
 
     return through_files(model, quantize)
 
@@ -129,6 +133,21 @@ def _working_in(folder: Path):
         yield
     finally:
         os.chdir(before)
+
+
+@contextmanager
+def quiet_logging(level: int = 30):
+    """onnxruntime's Python tools log every node they skip (the INT4 quantizer at INFO, the transformer
+    fusions a warning per pattern not found); edgeslim prints its own progress. Silences records up to
+    `level` (WARNING) while they run."""
+    import logging
+
+    previous = logging.root.manager.disable
+    logging.disable(level)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
 
 
 def _prepared(source: Path, prepared: Path) -> Path:

@@ -19,6 +19,7 @@ from edgeslim.core.progress import log
 class Int8Config(StepConfig):
     name: ClassVar[str] = "int8"
     stage: ClassVar[str] = "onnx"
+    quantizes: ClassVar[bool] = True
     subset_size: int = 300          # calibration samples
     preset: str = "performance"     # performance: symmetric activations; mixed: asymmetric
     fast_bias_correction: bool = True
@@ -62,6 +63,7 @@ def check_overflow_fix(step: str, value: str) -> None:
 class DynamicConfig(StepConfig):
     name: ClassVar[str] = "dynamic"
     stage: ClassVar[str] = "onnx"
+    quantizes: ClassVar[bool] = True
     per_channel: bool = False
 
     def check(self) -> None:
@@ -72,6 +74,7 @@ class DynamicConfig(StepConfig):
 class Fp16Config(StepConfig):
     name: ClassVar[str] = "fp16"
     stage: ClassVar[str] = "onnx"
+    quantizes: ClassVar[bool] = True
     keep_io_types: bool = True      # float32 in and out, float16 inside
 
     def check(self) -> None:
@@ -173,10 +176,11 @@ def _nncf_quantize(model, samples: list[dict], config: Int8Config, keep: list[st
 def dynamic(model, config: DynamicConfig, ctx):
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from edgeslim.compress.int8_forms import through_files
+    from edgeslim.compress.int8_forms import FLOAT_BY_DEFAULT, through_files
 
     def quantize(source, target):
-        quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=config.per_channel)
+        quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=config.per_channel,
+                         extra_options=FLOAT_BY_DEFAULT)
 
     return through_files(model, quantize, prepare=False)
 

@@ -17,7 +17,9 @@ Adding a step is one file::
         return model
 
 Torch-stage steps take and return a torch.nn.Module; ONNX-stage steps take and return an
-onnx.ModelProto. Configs are versioned, checked on construction, and round-trip through JSON, so
+onnx.ModelProto. An ONNX step that changes the precision of the graph sets `quantizes = True`: a
+candidate takes at most one of those, and the ONNX steps that only rewrite the float graph (graph
+optimization) come before it. Configs are versioned, checked on construction, and round-trip through JSON, so
 the exact config goes into every manifest and report.
 """
 from __future__ import annotations
@@ -41,6 +43,7 @@ class StepConfig:
 
     name: ClassVar[str] = ""
     stage: ClassVar[str] = "torch"
+    quantizes: ClassVar[bool] = False   # an ONNX step that changes the graph's precision (int8, fp16, ...)
     version: int = field(default=1, metadata={"const": 1})
 
     def __post_init__(self) -> None:
@@ -118,7 +121,8 @@ def apply_step(model, config: StepConfig, ctx) -> Any:
 
 
 def check_order(steps: list[StepConfig]) -> None:
-    """Torch steps act before export, ONNX steps after; a recipe must list them that way."""
+    """Torch steps act before export, ONNX steps after; a recipe must list them that way. Among the ONNX
+    steps, at most one quantizes, and the float-graph rewrites (optimize) come before it, once each."""
     seen_onnx = None
     for step in steps:
         if step.stage == "onnx":
@@ -127,10 +131,28 @@ def check_order(steps: list[StepConfig]) -> None:
             raise ConfigError(f"step '{step.name}' acts on the torch model and cannot follow "
                               f"'{seen_onnx}', which acts on the exported ONNX model; list it first")
     onnx_steps = [step.name for step in steps if step.stage == "onnx"]
-    if len(onnx_steps) > 1:
-        raise ConfigError(f"a candidate takes at most one quantization step, got {onnx_steps}")
+    quantizing = [step.name for step in steps if step.stage == "onnx" and step.quantizes]
+    if len(quantizing) > 1:
+        raise ConfigError(f"a candidate takes at most one quantization step, got {quantizing}")
+    _check_graph_rewrites(steps)
     names = [step.name for step in steps]
-    if "qat" in names and onnx_steps:
-        raise ConfigError(f"qat already quantizes the model; it cannot be followed by {onnx_steps[0]}: choose one")
+    if "qat" in names and quantizing:
+        raise ConfigError(f"qat already quantizes the model; it cannot be followed by {quantizing[0]}: choose one")
     if "qat" in names and names.index("qat") != len(names) - 1 - len(onnx_steps):
         raise ConfigError("qat must be the last torch step: pruning or distilling after it would undo its quantizers")
+
+
+def _check_graph_rewrites(steps: list[StepConfig]) -> None:
+    """A float-graph rewrite runs once, and before the quantization step (whose graph it cannot read)."""
+    quantized_by = None
+    seen = set()
+    for step in (s for s in steps if s.stage == "onnx"):
+        if step.quantizes:
+            quantized_by = step.name
+            continue
+        if quantized_by:
+            raise ConfigError(f"step '{step.name}' rewrites the float graph and cannot follow '{quantized_by}', "
+                              f"which quantizes it; list '{step.name}' first")
+        if step.name in seen:
+            raise ConfigError(f"step '{step.name}' is listed twice; a candidate runs it once")
+        seen.add(step.name)

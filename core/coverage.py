@@ -1,11 +1,15 @@
 """Reading an int8_coverage document (a manifest's metric): counts and names as text.
 
+A family counts int8 kernels under `int8` and, where weight-only MatMulNBits ran, INT4 ones under
+`int4`: both are integer kernels, named apart in the text.
+
 The counting itself lives in edgeslim.export.kernels; the report, the CLI and the pipeline read
 the dict it wrote, which may come from a manifest on disk, so every field is checked.
 """
 from __future__ import annotations
 
 FAMILIES = ("conv", "matmul", "gemm", "attention")   # the order every summary uses
+LOW_BITS = ("int4", "int2")   # weight-only MatMulNBits, counted apart from int8 kernels
 
 
 def _families(cov: dict) -> list[tuple[str, dict]]:
@@ -18,15 +22,35 @@ def _families(cov: dict) -> list[tuple[str, dict]]:
             and all(isinstance(families[family].get(key), int) for key in ("int8", "float"))]
 
 
+def _low_bits(entry: dict) -> dict[str, int]:
+    """The weight-only counts of a family entry ({'int4': 36}), well-formed ones only."""
+    return {key: entry[key] for key in LOW_BITS if isinstance(entry.get(key), int) and entry[key] > 0}
+
+
+def _integer(entry: dict) -> int:
+    return entry["int8"] + sum(_low_bits(entry).values())
+
+
+def _family_text(family: str, entry: dict) -> str:
+    """'37/37 conv'; with weight-only matmuls '36/40 matmul int4', or '(12 int4)' beside int8 kernels."""
+    text = f"{_integer(entry)}/{_integer(entry) + entry['float']} {family}"
+    low = _low_bits(entry)
+    if low and not entry["int8"] and len(low) == 1:
+        return f"{text} {next(iter(low))}"
+    return text + (f" ({', '.join(f'{count} {key}' for key, count in low.items())})" if low else "")
+
+
 def kernel_counts_text(cov: dict) -> str:
-    """'37/37 conv, 1/1 gemm': integer kernels out of all nodes, per family present."""
-    parts = [f"{entry['int8']}/{entry['int8'] + entry['float']} {family}" for family, entry in _families(cov)]
+    """'37/37 conv, 1/1 gemm': integer kernels out of all nodes, per family present ('36/36 matmul int4'
+    where they are weight-only INT4)."""
+    parts = [_family_text(family, entry) for family, entry in _families(cov)]
     return ", ".join(parts) if parts else "no " + ", ".join(FAMILIES[:-1]) + f" or {FAMILIES[-1]} nodes"
 
 
 def coverage_text(cov: dict) -> str:
-    """'int8 kernels: 37/37 conv, 1/1 gemm'."""
-    return "int8 kernels: " + kernel_counts_text(cov)
+    """'int8 kernels: 37/37 conv, 1/1 gemm'; 'integer kernels: 36/40 matmul int4' where some are weight-only."""
+    weight_only = any(_low_bits(entry) for _, entry in _families(cov))
+    return ("integer kernels: " if weight_only else "int8 kernels: ") + kernel_counts_text(cov)
 
 
 def float_node_names(cov: dict) -> list[str]:
@@ -37,9 +61,9 @@ def float_node_names(cov: dict) -> list[str]:
 
 def mostly_float(cov: dict) -> bool:
     """Whether fewer than half of the quantizable nodes run as integer kernels (False if none)."""
-    int8 = sum(entry["int8"] for _, entry in _families(cov))
-    total = int8 + sum(entry["float"] for _, entry in _families(cov))
-    return 2 * int8 < total
+    integer = sum(_integer(entry) for _, entry in _families(cov))
+    total = integer + sum(entry["float"] for _, entry in _families(cov))
+    return 2 * integer < total
 
 
 def provider_label(cov: dict) -> str:

@@ -1,5 +1,8 @@
 """Which convolutions, matmuls, gemms and attention nodes onnxruntime runs as integer kernels.
 
+Weight-only MatMulNBits (INT4 weights unpacked inside the kernel) count apart, under `int4`: an
+integer-weight matmul, not an int8 one.
+
 A QDQ graph only says where values are quantized; onnxruntime decides what runs in integer
 arithmetic by fusing DQ -> op -> Q groups, and leaves in float (weights dequantized on every run)
 whatever misses its rules. This reads the graph a default session executes: ORT_ENABLE_ALL, saved
@@ -11,7 +14,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-from edgeslim.core.coverage import FAMILIES
+from edgeslim.core.coverage import FAMILIES, LOW_BITS
 
 # op type -> (family, integer kernel?) for the ops an optimized graph may hold.
 KERNELS = {
@@ -47,8 +50,16 @@ def optimized_graph(model_bytes: bytes, provider: str, level):
         return onnx.load(options.optimized_model_filepath).graph
 
 
+def _weight_bits(node) -> str:
+    """'int4' for a 4-bit MatMulNBits (its default), 'int8' for an 8-bit one and every other integer kernel."""
+    if node.op_type != "MatMulNBits":
+        return "int8"
+    bits = next((a.i for a in node.attribute if a.name == "bits"), 4)
+    return "int8" if bits == 8 else f"int{bits}"
+
+
 def _count_kernels(graph) -> dict[str, dict]:
-    """Per family present: integer and float node counts, the float nodes by name."""
+    """Per family present: integer (int8, and int4 where weight-only) and float node counts, the float nodes by name."""
     counts: dict[str, dict] = {}
     for node in graph.node:
         if node.op_type not in KERNELS:
@@ -56,7 +67,8 @@ def _count_kernels(graph) -> dict[str, dict]:
         family, integer = KERNELS[node.op_type]
         entry = counts.setdefault(family, {"int8": 0, "float": 0, "float_nodes": []})
         if integer:
-            entry["int8"] += 1
+            key = _weight_bits(node)
+            entry[key] = entry.get(key, 0) + 1
         else:
             entry["float"] += 1
             entry["float_nodes"].append(node.name)
@@ -88,7 +100,8 @@ def int8_coverage(model, provider: str = "CPUExecutionProvider") -> dict:
         {"provider": ..., "families": {"conv": {"int8": 37, "float": 0, "float_nodes": []}, ...},
          "int8": 37, "float": 0, "weights_dequantized_per_run": 0}
 
-    Only the families present appear. The NCHWc layout pass renames the float convolutions it
+    Only the families present appear; a family with weight-only MatMulNBits has `int4` beside `int8`
+    (and the document an `int4` total). The NCHWc layout pass renames the float convolutions it
     rewrites, so float nodes are named from the ORT_ENABLE_EXTENDED graph (the same QDQ fusions,
     no layout passes) wherever its counts agree with the executed graph's.
     """
@@ -101,10 +114,16 @@ def int8_coverage(model, provider: str = "CPUExecutionProvider") -> dict:
     named = _count_kernels(optimized_graph(data, provider, ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED))
     for family, entry in families.items():
         readable = named.get(family)
-        if readable and (readable["int8"], readable["float"]) == (entry["int8"], entry["float"]):
+        if readable and _counts(readable) == _counts(entry):
             entry["float_nodes"] = readable["float_nodes"]
     ordered = {family: families[family] for family in FAMILIES if family in families}
+    low_bits = {key: sum(entry.get(key, 0) for entry in ordered.values()) for key in LOW_BITS}
     return {"provider": provider, "families": ordered,
             "int8": sum(entry["int8"] for entry in ordered.values()),
+            **{key: count for key, count in low_bits.items() if count},
             "float": sum(entry["float"] for entry in ordered.values()),
             "weights_dequantized_per_run": _weights_dequantized_per_run(executed)}
+
+
+def _counts(entry: dict) -> tuple:
+    return entry["int8"], entry["float"], *(entry.get(key, 0) for key in LOW_BITS)

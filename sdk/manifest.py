@@ -27,6 +27,9 @@ class TensorEntry:
     batch_axis: int = field(default=0, metadata={
         "minimum": 0, "description": "The axis that follows the batch: 1 for a time-major (T, N, C) output. "
                                      "Absent in older manifests: 0."})
+    example_shape: list[int] | None = field(default=None, metadata={
+        "description": "The shape of the example the model was exported with, where recorded: benchmarks give "
+                       "a symbolic dim other than the batch (a sequence) its size."})
 
 
 @dataclass
@@ -107,6 +110,17 @@ class BuildMetrics:
     sensitivity: list[SensitivityRow] | None = None
     budget: dict[str, Any] | None = None
     kept_whole: list[KeptWhole] | None = None
+    prune_importance: dict[str, Any] | None = field(default=None, metadata={
+        "description": "How pruning ranked channels: the importance used (l1, l2, output) and why, and whether "
+                       "channels were ranked over all layers at once (global)."})
+    int4: dict[str, Any] | None = field(default=None, metadata={
+        "description": "The int4 step: MatMul weights as MatMulNBits, block size, size, accuracy and speed "
+                       "against the float parent."})
+    speed_note: str | None = field(default=None, metadata={
+        "description": "Why this bundle is kept although it runs slower than its float parent on its target "
+                       "(a size mode the user asked for)."})
+    graph_optimization: dict[str, Any] | None = field(default=None, metadata={
+        "description": "The optimize step: the ops onnxruntime fused, whether the fused graph was kept, and why not."})
 
 
 @dataclass

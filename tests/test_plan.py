@@ -46,9 +46,20 @@ def test_qat_takes_its_epochs_rate_and_samples_and_a_fixed_overflow_fix_only():
     assert _by_name(_steps(qat_epochs=1, overflow_fix="disable"))["qat"]["overflow_fix"] == "disable"
 
 
-@pytest.mark.parametrize("mode", ["dynamic", "fp16"])
+@pytest.mark.parametrize("mode", ["dynamic", "fp16", "int4"])
 def test_a_quantize_mode_is_its_step(mode):
     assert [s["step"] for s in _steps(quantize=mode)] == [mode]
+
+
+def test_int4_takes_its_block_size_and_graph_optimization_comes_before_quantizing():
+    assert _by_name(_steps(quantize="int4", int4_block_size=64))["int4"]["block_size"] == 64
+    assert _by_name(_steps(quantize="int4"))["int4"]["block_size"] == 32
+    steps = _steps(prune=0.5, optimize_graph="vit", quantize="int8")
+    assert [s["step"] for s in steps] == ["prune", "distill", "optimize", "int8"]
+    assert _by_name(steps)["optimize"]["model_type"] == "vit"
+    assert [s["step"] for s in _steps(optimize_graph="bert")] == ["optimize"]
+    with pytest.raises(ConfigError, match="--optimize-graph 'llama' is not a model type; the types are bert, "):
+        PlanOptions(optimize_graph="llama")
 
 
 def test_int8_takes_samples_accuracy_control_backend_and_overflow_fix():
@@ -87,7 +98,7 @@ def test_a_sweep_plans_as_the_options_say():
 
 
 @pytest.mark.parametrize("sweep, words", [
-    ({"quantize": ["int4"]}, "unknown step 'int4'"),
+    ({"quantize": ["int3"]}, "unknown step 'int3'"),
     ({"quantize": ["prune"]}, "recipe 'sweep' quantize 'prune' is not a quantization mode"),
     ({"prune": [0.5], "round_to": "8x"}, "recipe 'sweep' round_to must be a whole number"),
     ({"prune": [0.5], "distill": {"epochs": {"a": 1}}}, "step 'distill' option 'epochs' must be a number"),
@@ -110,6 +121,7 @@ def test_probes_prune_as_planned_and_quantize_cheaply():
 @pytest.mark.parametrize("flags, words", [
     (["--max-accuracy-drop", "1", "--quantize", "fp16"], "--max-accuracy-drop controls INT8 quantization"),
     (["--prune", "0.5", "--target-size", "1"], "--prune and a --target-* budget are exclusive"),
+    (["--int4-block-size", "64"], "--int4-block-size sets INT4 quantization; it cannot go with --quantize none"),
 ])
 def test_conflicting_flags_exit_2_before_any_work(cli, tmp_path, flags, words):
     result = cli("compress", "--model", spec("small_cnn"), "--data", spec("digits"), "--out", tmp_path / "b", *flags)

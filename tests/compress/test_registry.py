@@ -6,7 +6,7 @@ from edgeslim.core.errors import ConfigError
 
 
 def test_every_step_is_registered():
-    assert step_names() == ["distill", "dynamic", "fp16", "int8", "prune", "qat"]
+    assert step_names() == ["distill", "dynamic", "fp16", "int4", "int8", "optimize", "prune", "qat"]
 
 
 def test_config_round_trips_through_dict():

@@ -1,0 +1,202 @@
+"""The optimize step: onnxruntime's transformer fusions on a real (tiny) BertModel, kept only where the
+fused graph gives the same outputs and is no slower; the quantization steps after it."""
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+
+from edgeslim.build import StepContext, build_target
+from edgeslim.compress import apply_step, check_order, make_step
+from edgeslim.compress.graph_optimize import MODEL_TYPES, attention_dims
+from edgeslim.core.errors import ConfigError
+from edgeslim.core.model_io import load_model
+from edgeslim.core.specs import load_data, load_metric
+from edgeslim.export.onnx_export import ExportConfig, export_onnx
+from edgeslim.plan import GRAPH_MODEL_TYPES, PlanOptions, plan_steps
+
+pytest.importorskip("transformers")
+
+REAL = Path(__file__).resolve().parents[1] / "fixtures" / "real_arch.py"
+LAYERS, HEADS, WIDTH = 2, 4, 32  # tests/fixtures/real_arch.py's BertConfig
+SHARPEN = 10.0
+
+
+def _context(data, names) -> StepContext:
+    target, measure = build_target("cpu")
+    return StepContext(data=data, teacher=None, metric=load_metric(f"{REAL}:output_scale"),
+                       example_inputs=data.sample_inputs(), candidate="t", input_names=names, target=target,
+                       measure=measure)
+
+
+def _sharpened(model):
+    """Query and key weights scaled up, so that attention peaks on a few tokens as a trained model's does
+    (initialised, it is nearly uniform, and the head split hardly changes the outputs)."""
+    import torch
+
+    with torch.no_grad():
+        for layer in model.bert.encoder.layer:
+            layer.attention.self.query.weight.mul_(SHARPEN)
+            layer.attention.self.key.weight.mul_(SHARPEN)
+    return model
+
+
+def _exported(factory: str, prune: float = 0.0):
+    """(ONNX model, step context) of a real_arch factory with sharpened attention, pruned first where asked."""
+    model, data = _sharpened(load_model(f"{REAL}:{factory}")), load_data(f"{REAL}:tokens")
+    if prune:
+        model = apply_step(model, make_step("prune", {"ratio": prune, "round_to": 4}), _context(data, []))
+    proto, names, _ = export_onnx(model, data.sample_inputs(), ExportConfig())
+    return proto, _context(data, names)
+
+
+def _optimized(factory: str, prune: float = 0.0, **options):
+    proto, ctx = _exported(factory, prune)
+    result = apply_step(proto, make_step("optimize", options), ctx)
+    return proto, result, ctx.records["graph_optimization"]
+
+
+def _ops(model) -> dict:
+    counts = {}
+    for node in model.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def test_eager_bert_fuses_one_attention_per_layer_with_the_same_outputs():
+    source, fused, record = _optimized("eager_sentence_encoder")
+    # onnxruntime cannot read the head count from Hugging Face's (batch, sequence, -1, head_size) reshape;
+    # edgeslim finds it from that reshape and the Q projection's width.
+    assert (record["num_heads"], record["hidden_size"], record["heads_from"]) == (HEADS, WIDTH, "graph")
+    assert record["fused"]["Attention"] == LAYERS == _ops(fused)["Attention"]
+    assert record["fused"]["SkipLayerNormalization"] == 2 * LAYERS
+    assert record["outputs"]["max_abs_diff"] < 1e-5 and record["outputs"]["min_cosine"] > 0.99999
+    assert record["kept"] is True and "why" not in record, record
+    assert record["x_parent"] <= 1.05  # measured on this host against the exported graph
+    assert "Attention" not in _ops(source)  # the step's input is left as it was
+
+
+def test_a_pruned_bert_fuses_with_its_remaining_heads():
+    _, fused, record = _optimized("eager_sentence_encoder", prune=0.5)
+    assert attention_dims(fused) == (0, 0)  # nothing left to split into heads: all fused
+    assert (record["num_heads"], record["hidden_size"]) == (HEADS // 2, WIDTH // 2)
+    assert record["fused"]["Attention"] == LAYERS and record["kept"] is True, record
+
+
+def _keep_heads(model, kept_per_layer: list[int]):
+    """Layer i keeps its first kept_per_layer[i] heads, as a globally ranked pruning leaves a model."""
+    import torch
+
+    size = WIDTH // HEADS
+    for layer, kept in zip(model.bert.encoder.layer, kept_per_layer):
+        attention, width = layer.attention.self, kept * size
+        with torch.no_grad():
+            for name in ("query", "key", "value"):
+                old = getattr(attention, name)
+                new = torch.nn.Linear(old.in_features, width)
+                new.weight.copy_(old.weight[:width]), new.bias.copy_(old.bias[:width])
+                setattr(attention, name, new)
+            dense = layer.attention.output.dense
+            narrowed = torch.nn.Linear(width, dense.out_features)
+            narrowed.weight.copy_(dense.weight[:, :width]), narrowed.bias.copy_(dense.bias)
+            layer.attention.output.dense = narrowed
+        attention.num_attention_heads, attention.all_head_size = kept, width
+    return model
+
+
+def test_layers_with_different_head_counts_each_fuse_with_their_own():
+    """onnxruntime takes one head count for the model unless the graph states each layer's: the step writes
+    them in, so 3 heads in one layer and 1 in the other fuse, with the same outputs."""
+    model, data = _keep_heads(_sharpened(load_model(f"{REAL}:eager_sentence_encoder")), [3, 1]), \
+        load_data(f"{REAL}:tokens")
+    proto, names, _ = export_onnx(model, data.sample_inputs(), ExportConfig())
+    ctx = _context(data, names)
+    result = apply_step(proto, make_step("optimize"), ctx)
+    record = ctx.records["graph_optimization"]
+    assert record["fused"]["Attention"] == LAYERS and record["kept"] is True, record
+    heads = sorted(next(a.i for a in node.attribute if a.name == "num_heads")
+                   for node in result.graph.node if node.op_type == "Attention")
+    assert heads == [1, 3]
+    assert record["outputs"]["max_rel_diff"] < 1e-4
+
+
+def test_a_wrong_head_count_gives_other_outputs_and_the_input_back():
+    """The unpruned model's head count on the pruned graph: onnxruntime fuses, and the numbers change."""
+    source, result, record = _optimized("eager_sentence_encoder", prune=0.5, num_heads=HEADS, hidden_size=WIDTH)
+    assert record["heads_from"] == "config" and record["fused"].get("Attention") == LAYERS
+    assert record["kept"] is False and result is source
+    assert record["why"].startswith("the fused graph's outputs differ from the input graph's")
+    assert record["outputs"]["max_abs_diff"] > 1e-3
+
+
+def test_sdpa_attention_is_not_fused_and_the_manifest_says_why():
+    """transformers' default attention exports as torch's scaled-dot-product decomposition, a pattern
+    onnxruntime's bert fusions do not read; the layer norms and GELUs still fuse."""
+    _, fused, record = _optimized("sentence_encoder")
+    assert "Attention" not in record["fused"] and record["fused"]["SkipLayerNormalization"] == 2 * LAYERS
+    assert "attn_implementation='eager'" in record["note"]
+    assert record["outputs"]["max_abs_diff"] < 1e-5
+
+
+def test_a_cnn_has_nothing_to_fuse_and_is_handed_back():
+    from helpers import spec
+
+    data = load_data(spec("digits"))
+    proto, names, _ = export_onnx(load_model(spec("small_cnn")), data.sample_inputs(), ExportConfig())
+    ctx = _context(data, names)
+    assert apply_step(proto, make_step("optimize"), ctx) is proto
+    record = ctx.records["graph_optimization"]
+    assert record["fused"] == {} and record["kept"] is False
+    assert record["why"] == "onnxruntime's 'bert' fusions found nothing to fuse in this graph"
+
+
+def test_optimize_comes_before_one_quantization():
+    check_order([make_step("optimize"), make_step("int8")])
+    check_order([make_step("prune"), make_step("optimize"), make_step("int4")])
+    with pytest.raises(ConfigError, match="step 'optimize' rewrites the float graph and cannot follow 'dynamic'"):
+        check_order([make_step("dynamic"), make_step("optimize")])
+    with pytest.raises(ConfigError, match="step 'optimize' is listed twice"):
+        check_order([make_step("optimize"), make_step("optimize")])
+    with pytest.raises(ConfigError, match="at most one quantization step, got \\['int4', 'int8'\\]"):
+        check_order([make_step("optimize"), make_step("int4"), make_step("int8")])
+    steps = plan_steps(PlanOptions(prune=0.5, optimize_graph="bert", quantize="dynamic"))
+    assert [s.name for s in steps] == ["prune", "distill", "optimize", "dynamic"]
+    assert set(GRAPH_MODEL_TYPES) == set(MODEL_TYPES)
+
+
+def test_bad_options_are_one_sentence(cli, tmp_path):
+    from helpers import assert_one_sentence
+
+    with pytest.raises(ConfigError, match="optimize.model_type='llama' is not allowed: it must be 'bert' or"):
+        make_step("optimize", {"model_type": "llama"})
+    result = cli("compress", "--model", f"{REAL}:sentence_encoder", "--data", f"{REAL}:tokens",
+                 "--optimize-graph", "llama", "--out", tmp_path / "b")
+    assert_one_sentence(result, "invalid value for --optimize-graph of `edgeslim compress`: 'llama' is not one of "
+                                "'bert', 'bart'")
+    assert not (tmp_path / "b").exists()
+
+
+def _compress(cli, out: Path, *flags) -> dict:
+    result = cli("compress", "--model", f"{REAL}:eager_sentence_encoder", "--data", f"{REAL}:tokens",
+                 "--metric", f"{REAL}:output_scale", "--optimize-graph", *flags, "--out", out)
+    assert result.exit_code == 0, result.stderr
+    return json.loads((out / "manifest.json").read_text())
+
+
+@pytest.mark.slow  # two bundles
+def test_dynamic_int8_and_int4_after_optimize(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # onnxruntime's tools write temporary files: none may land here
+    dynamic = _compress(cli, tmp_path / "dynamic", "--quantize", "dynamic")
+    assert [s["step"] for s in dynamic["compression"]] == ["optimize", "dynamic"]
+    assert dynamic["metrics"]["graph_optimization"]["kept"] is True
+    families = dynamic["metrics"]["int8_coverage"]["families"]
+    assert families["attention"] == {"int8": LAYERS, "float": 0, "float_nodes": []}  # QAttention
+    assert dynamic["ops"].get("QAttention") == LAYERS
+
+    int4 = _compress(cli, tmp_path / "int4", "--quantize", "int4")
+    record, coverage = int4["metrics"]["int4"], int4["metrics"]["int8_coverage"]
+    # Q, K and V went into Attention's packed weight (float): each layer's attention output and FFN's two are left.
+    assert record["matmul_nbits"] == record["matmuls"] == 3 * LAYERS == coverage["families"]["matmul"]["int4"]
+    assert coverage["families"]["attention"]["float"] == LAYERS
+    onnx.checker.check_model(onnx.load(tmp_path / "int4" / "model.onnx"))
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["dynamic", "int4"]
