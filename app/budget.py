@@ -57,6 +57,7 @@ class Prober:
     def measure(self, ratio: float) -> float:
         from edgeslim.build import StepContext
         from edgeslim.compress import apply_step
+        from edgeslim.core.metrics import wanted_outputs
         from edgeslim.export.onnx_export import ExportConfig, export_onnx
 
         sample = self.data.sample_inputs()
@@ -66,7 +67,9 @@ class Prober:
         model = copy.deepcopy(self.base).eval()
         for step in (s for s in steps if s.stage == "torch"):
             model = apply_step(model, step, ctx)
-        proto, ctx.input_names, _ = export_onnx(model, sample, ExportConfig())
+        proto, ctx.input_names, outputs = export_onnx(model, sample, ExportConfig())
+        if self.data.val:  # the steps score the probe (an INT8 form's accuracy): a metric naming no output fails here
+            wanted_outputs(self.metric, outputs)
         for step in (s for s in steps if s.stage == "onnx"):
             proto = apply_step(proto, step, ctx)
         value = self._size_mb(proto) if self.budget.kind == "size" else self._latency_ms(proto)

@@ -23,17 +23,18 @@ def evaluate_proto(model, batches: list, input_names: list[str], metric) -> floa
     """The metric of an in-memory ONNX model on (inputs, labels) batches, through onnxruntime."""
     import onnxruntime as ort
 
-    from edgeslim.core.axes import output_batch_axis
+    from edgeslim.core.axes import output_batch_axes
     from edgeslim.core.data import feed_for
     from edgeslim.core.evaluate import evaluate
 
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [output.name for output in session.get_outputs()]
 
-    def predict(inputs):
-        return session.run(None, feed_for(inputs, input_names))
+    def predict(inputs):  # by name, so a metric that names outputs gets them here as everywhere
+        return dict(zip(names, session.run(None, feed_for(inputs, input_names))))
 
-    axis = output_batch_axis(predict, batches[0][0]) if batches else 0
-    return evaluate(predict, batches, metric, batch_axis=axis)
+    axes = output_batch_axes(predict, batches[0][0]) if batches else {}
+    return evaluate(predict, batches, metric, batch_axis=axes)
 
 
 def quiet_nncf() -> None:

@@ -66,10 +66,11 @@ def _labels(target, device, options: FitOptions, teacher):
 
 
 def evaluate_torch(model, batches, metric) -> float:
-    """The metric of a torch model on (inputs, labels) batches, through the one evaluation loop."""
+    """The metric of a torch model on (inputs, labels) batches, through the one evaluation loop: its outputs
+    named as export names them, each joined along the batch axis found by running the model."""
     import torch
 
-    from edgeslim.core.axes import output_batch_axis
+    from edgeslim.core.axes import output_batch_axes
     from edgeslim.core.evaluate import evaluate
     from edgeslim.core.model_io import run_model
 
@@ -79,8 +80,8 @@ def evaluate_torch(model, batches, metric) -> float:
         def predict(inputs):
             return run_model(model, inputs, device)
 
-        axis = output_batch_axis(predict, batches[0][0]) if batches else 0
-        return evaluate(predict, batches, metric, batch_axis=axis)
+        axes = output_batch_axes(predict, batches[0][0]) if batches else {}
+        return evaluate(predict, batches, metric, batch_axis=axes)
 
 
 class FeatureMatcher:

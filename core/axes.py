@@ -31,6 +31,17 @@ def output_names(result) -> list[str] | None:
     return None
 
 
+def named_outputs(result) -> dict:
+    """A model's outputs by the names export gives them: a dict's keys, a ModelOutput's or namedtuple's
+    fields; output_0, output_1, ... for a tuple or list; 'output' for one tensor."""
+    values = flat_outputs(result)
+    names = output_names(result)
+    if names is None:
+        names = [f"output_{index}" for index in range(len(values))] if isinstance(result, (tuple, list)) \
+            else ["output"]
+    return dict(zip(names, values))
+
+
 def _map(inputs, fn):
     if isinstance(inputs, Mapping):
         return {key: fn(value) for key, value in inputs.items()}
@@ -106,6 +117,16 @@ def sequence_axes(predict: Callable, inputs, batch: list[int]) -> list[list[int]
         return None
     return [[axis for axis, (x, y) in enumerate(zip(a, b)) if x != y and axis != skip]
             for a, b, skip in zip(full, short, batch)]
+
+
+def output_batch_axes(predict: Callable, inputs) -> dict[str, int]:
+    """Each output's batch axis by its name (as `named_outputs` names it), for joining outputs in evaluation;
+    empty (every output joined on axis 0) where the axes cannot be found, as for a model with a fixed batch."""
+    try:
+        names = list(named_outputs(predict(take_rows(inputs, PROBE_BATCHES[0]))))
+        return dict(zip(names, batch_axes(predict, inputs, names)))
+    except Exception:  # a fixed batch, an output with no batch axis: axis 0, as outputs always were joined
+        return {}
 
 
 def output_batch_axis(predict: Callable, inputs) -> int:

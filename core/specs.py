@@ -72,7 +72,10 @@ def load_data(spec: str):
 
 
 def load_metric(spec: str | None):
-    """'top1' (default) or a spec of fn(outputs, labels) -> float, higher is better; named by the spec."""
+    """'top1' (default) or a spec of fn(outputs, labels) -> float, higher is better; named by the spec.
+
+    A metric whose parameters name the model's outputs, fn(boxes, scores, labels), gets each of them
+    (edgeslim.core.metrics.wanted_outputs)."""
     from edgeslim.core.metrics import METRICS, Metric
 
     if spec is None or spec in METRICS:

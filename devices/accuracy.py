@@ -6,8 +6,14 @@ from edgeslim.core.evaluate import evaluate as evaluate_predict
 
 
 def evaluate(model, batches: list, metric, progress=None) -> float:
-    """Run `model` (an SDK Model) on every (inputs, labels) batch and score all outputs at once, joined along
-    the batch axis its manifest records."""
+    """Run `model` (an SDK Model) on every (inputs, labels) batch and score all outputs at once: the metric
+    gets the first output or the outputs it names, each joined along the batch axis its manifest records."""
     names = [spec.name for spec in model.inputs]
-    return evaluate_predict(lambda inputs: model.predict(feed_for(inputs, names)), batches, metric,
-                            what=f"bundle '{model.name}'", progress=progress, batch_axis=model.outputs[0].batch_axis)
+    first = model.outputs[0].name
+
+    def predict(inputs):
+        result = model.predict(feed_for(inputs, names))
+        return result if isinstance(result, dict) else {first: result}  # one output comes back bare
+
+    return evaluate_predict(predict, batches, metric, what=f"bundle '{model.name}'", progress=progress,
+                            batch_axis={spec.name: spec.batch_axis for spec in model.outputs})

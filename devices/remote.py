@@ -292,29 +292,35 @@ class RemoteTarget:
         return stats
 
     def accuracy(self, bundle, data, metric) -> float:
+        """The device predicts every val batch; the outputs travel back (the first, or every one the metric
+        names) and are scored here, so that a metric of the user's own needs nothing there."""
         from edgeslim.core.data import feed_for, to_numpy
         from edgeslim.core.evaluate import score
+        from edgeslim.core.metrics import wanted_outputs
         from edgeslim.sdk import read_manifest
 
         manifest = read_manifest(bundle)
         names = [spec["name"] for spec in manifest["inputs"]]
-        batch_axis = manifest["outputs"][0].get("batch_axis", 0) if manifest["outputs"] else 0
+        axes = {spec["name"]: spec.get("batch_axis", 0) for spec in manifest["outputs"]}
+        wanted = wanted_outputs(metric, list(axes))   # a metric naming no output of the bundle fails here, first
         arrays, labels = {}, []
         for index, (inputs, target) in enumerate(data.val):
             for name, value in feed_for(inputs, names).items():
                 arrays[f"{index}:{name}"] = value
             labels.append(to_numpy(target))
+        asked = [f"--output={name}" for name in wanted or ()]
         folder, remote_bundle = self._staged(bundle)
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 np.savez(Path(tmp) / "val.npz", **arrays)
                 self.copy_to(Path(tmp) / "val.npz", f"{folder}/val.npz")
-                self._worker(remote_bundle, ["--predict", f"{folder}/val.npz", "--save", f"{folder}/out.npz"],
+                self._worker(remote_bundle, ["--predict", f"{folder}/val.npz", "--save", f"{folder}/out.npz", *asked],
                              "the accuracy pass")
                 self.copy_from(f"{folder}/out.npz", Path(tmp) / "out.npz")
                 with np.load(Path(tmp) / "out.npz") as outputs:
-                    predicted = [outputs[str(index)] for index in range(len(labels))]
+                    predicted = [{name: outputs[f"{index}:{position}"] for position, name in enumerate(wanted)}
+                                 if wanted else outputs[str(index)] for index in range(len(labels))]
         finally:
             self._cleanup(folder)
-        # Scored here, so that a metric of the user's own needs nothing there.
-        return score(metric, predicted, labels, batch_axis)
+        first = next(iter(axes), None)
+        return score(metric, predicted, labels, axes if wanted else axes.get(first, 0))

@@ -24,6 +24,9 @@ def main(argv=None) -> int:
     parser.add_argument("--io", choices=("host", "device"), default="host")
     parser.add_argument("--predict", metavar="IN.npz", help="Predict each array set in IN.npz instead of timing.")
     parser.add_argument("--save", metavar="OUT.npz", help="Where --predict writes the outputs.")
+    parser.add_argument("--output", action="append", default=[], metavar="NAME",
+                        help="With --predict, keep this output (repeatable; keys BATCH:POSITION); without it, "
+                             "each batch's first output (key BATCH).")
     args = parser.parse_args(argv)
     if args.cores and hasattr(os, "sched_setaffinity"):
         allowed = sorted(os.sched_getaffinity(0))
@@ -51,15 +54,21 @@ def main(argv=None) -> int:
 
 
 def _predict_file(args, load) -> int:
-    """The accuracy pass of a remote device: batches in (keys 'BATCH:INPUT'), first outputs out."""
+    """The accuracy pass of a remote device: batches in (keys 'BATCH:INPUT'), outputs out: each batch's first
+    output (key 'BATCH'), or the outputs named by --output (keys 'BATCH:POSITION', in the order asked)."""
     import numpy as np
 
-    from edgeslim.core.errors import EdgeslimError, InputError
+    from edgeslim.core.errors import EdgeslimError, InputError, SpecError
     from edgeslim.core.evaluate import first_output
     from edgeslim.devices.protocol import error_reply, reply
 
     try:
         model = load(args.bundle, device=args.provider, threads=args.threads or None)
+        names = [spec.name for spec in model.outputs]
+        missing = [name for name in args.output if name not in names]
+        if missing:
+            raise SpecError(f"bundle '{model.name}' has no output {', '.join(missing)}; its outputs are "
+                            f"{', '.join(names)}")
         with np.load(args.predict) as arrays:
             batches: dict[int, dict] = {}
             for key in arrays.files:
@@ -68,14 +77,18 @@ def _predict_file(args, load) -> int:
         outputs = {}
         for index in sorted(batches):
             try:
-                outputs[str(index)] = first_output(model.predict(batches[index]))
+                result = model.predict(batches[index])
             except InputError as exc:
                 raise InputError(f"the data's val batch {index} does not match bundle '{model.name}': {exc}") from None
+            if not args.output:
+                outputs[str(index)] = first_output(result)
+            by_name = result if isinstance(result, dict) else {names[0]: result}
+            outputs.update({f"{index}:{position}": by_name[name] for position, name in enumerate(args.output)})
         np.savez(args.save, **outputs)
     except EdgeslimError as exc:
         print(error_reply(exc))
         return 2
-    print(reply({"batches": len(outputs), "provider": model.provider}))
+    print(reply({"batches": len(batches), "provider": model.provider}))
     return 0
 
 

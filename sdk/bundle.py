@@ -43,19 +43,25 @@ def sha256_of(path: Path) -> str:
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One input or output: its name, numpy dtype name, shape (str for symbolic dims) and batch axis."""
+    """One input or output: its name, numpy dtype name, shape (str for symbolic dims), batch axis and,
+    where the manifest records it, the shape of the example it was exported with."""
 
     name: str
     dtype: str
     shape: tuple
     batch_axis: int = 0
+    example_shape: tuple | None = None
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape), "batch_axis": self.batch_axis}
+        example = {} if self.example_shape is None else {"example_shape": list(self.example_shape)}
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape), "batch_axis": self.batch_axis,
+                **example}
 
     @classmethod
     def from_dict(cls, data: dict) -> TensorSpec:
-        return cls(data["name"], data["dtype"], tuple(data["shape"]), int(data.get("batch_axis", 0)))
+        example = data.get("example_shape")
+        return cls(data["name"], data["dtype"], tuple(data["shape"]), int(data.get("batch_axis", 0)),
+                   None if example is None else tuple(example))
 
 
 def read_manifest(bundle_dir: str | Path) -> dict:

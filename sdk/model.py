@@ -22,6 +22,10 @@ _BINDING_DEVICES = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider"
 # below /dev/null can never exist, so such a read fails instead of finding a file in the cwd.
 _NO_EXTERNAL_DATA_DIR = os.path.join(os.devnull, "edgeslim-external-data")
 
+# A symbolic dim other than the batch (a sequence length), where the manifest records no example: what
+# a benchmark times it at. Sentence encoders on a device see queries of about this many tokens.
+SYMBOLIC_DIM = 64
+
 
 class Model:
     """One bundle in one onnxruntime session. `predict` is safe to call from many threads."""
@@ -119,26 +123,62 @@ class Model:
         return [np.concatenate([part[index] for part in parts], axis=spec.batch_axis)
                 for index, spec in enumerate(self.outputs)]
 
-    def sample_inputs(self, batch: int = 1, seed: int = 0) -> dict:
-        """Random inputs of the declared shapes; symbolic dims take `batch` (the first) or 1."""
+    def sample_inputs(self, batch: int = 1, seed: int = 0, shape: dict | None = None) -> dict:
+        """Random inputs of the declared shapes, for timing.
+
+        The batch dim takes `batch`. Another symbolic dim (a sequence) takes its size in the example the
+        bundle was exported with, where the manifest records it (`example_shape`), else SYMBOLIC_DIM (64):
+        a sequence model timed at length 1 would say nothing. `shape` overrides both: by symbolic dim name
+        (`{"sequence": 128}`, for every input that has it) or by input name (`{"input_ids": (1, 128)}`,
+        the whole shape, whose batch dim must be `batch`).
+        """
+        whole, sizes = self._shape_overrides(shape or {}, batch)
+        sizes = {**_example_sizes(self.inputs), **sizes}
         rng = np.random.default_rng(seed)
         feed = {}
         for spec in self.inputs:
-            shape = [batch if (isinstance(d, str) or d is None) and i == 0 else
-                     (1 if isinstance(d, str) or d is None else int(d)) for i, d in enumerate(spec.shape)]
+            dims = whole.get(spec.name) or _sample_shape(spec, batch, sizes)
             dtype = np.dtype(spec.dtype)
             if dtype.kind == "f":
-                feed[spec.name] = rng.standard_normal(shape).astype(dtype)
-            elif dtype.kind == "b":
-                feed[spec.name] = rng.integers(0, 2, shape).astype(dtype)
-            else:
-                feed[spec.name] = rng.integers(0, 2, shape).astype(dtype)
+                feed[spec.name] = rng.standard_normal(dims).astype(dtype)
+            else:  # ids, masks and flags: 0 and 1 are valid for each
+                feed[spec.name] = rng.integers(0, 2, dims).astype(dtype)
         return feed
 
+    def _shape_overrides(self, shape: dict, batch: int) -> tuple[dict, dict]:
+        """`shape` checked and split: whole shapes by input name, sizes by symbolic dim name."""
+        inputs = {spec.name: spec for spec in self.inputs}
+        symbols = sorted({dim for spec in self.inputs for axis, dim in enumerate(spec.shape)
+                          if isinstance(dim, str) and axis != spec.batch_axis})
+        if not isinstance(shape, dict):
+            raise InputError(f"shape must be a dict of input names or symbolic dim names, got {type(shape).__name__}")
+        whole, sizes = {}, {}
+        for key, value in shape.items():
+            if key in inputs:
+                spec = inputs[key]
+                dims = tuple(value) if isinstance(value, (tuple, list)) else None
+                if dims is None or not all(_is_size(d) for d in dims) or len(dims) != len(spec.shape) \
+                        or (spec.batch_axis < len(dims) and dims[spec.batch_axis] != batch):
+                    raise InputError(f"shape for input '{key}' must be {len(spec.shape)} positive whole numbers "
+                                     f"like {_shape_text(spec.shape)} with {batch} (the batch) at axis "
+                                     f"{spec.batch_axis}, got {value!r}")
+                whole[key] = dims
+            elif key in symbols:
+                if not _is_size(value):
+                    raise InputError(f"shape {key!r} must be a positive whole number, got {value!r}")
+                sizes[key] = int(value)
+            else:
+                raise InputError(f"shape names {key!r}, which is neither an input ({', '.join(inputs)}) nor a "
+                                 f"symbolic dim ({', '.join(symbols) or 'none'}) of model '{self.name}'")
+        return whole, sizes
+
     def benchmark(self, runs: int = 100, warmup: int = 10, batch: int = 1, inputs=None,
-                  io: str = "host") -> dict:
+                  io: str = "host", shape: dict | None = None) -> dict:
         """Steady-state latency after `warmup` calls; the first call is timed and reported apart.
 
+        Without `inputs`, random ones from `sample_inputs(batch, shape=shape)`: a sequence is as long as
+        the example the bundle was exported with (else 64, or what `shape` says); the shapes timed are
+        in the result's `shapes`.
         io="host" times what an app sees: numpy in, numpy out, copies included. On a GPU,
         io="device" keeps inputs and outputs in device memory and times the model alone.
         """
@@ -146,7 +186,7 @@ class Model:
             raise InputError(f"benchmark needs runs >= 1 and warmup >= 0; got runs={runs}, warmup={warmup}")
         if io not in ("host", "device"):
             raise InputError(f"benchmark io must be 'host' or 'device', got {io!r}")
-        feed = self._feed(inputs) if inputs is not None else self.sample_inputs(batch)
+        feed = self._feed(inputs if inputs is not None else self.sample_inputs(batch, shape=shape))
         call = self._device_call(feed) if io == "device" and self._binding_device else (lambda: self._run(feed))
         started = time.perf_counter()
         call()
@@ -160,7 +200,8 @@ class Model:
             times.append((time.perf_counter() - started) * 1000.0)
         stats = summarize(times, batch)
         stats.update({"warmup": warmup, "first_run_ms": first_run_ms, "load_ms": self.load_ms,
-                      "io": io if self._binding_device else "host"})
+                      "io": io if self._binding_device else "host",
+                      "shapes": {name: list(value.shape) for name, value in feed.items()}})
         return stats
 
     def _device_call(self, feed: dict):
@@ -181,6 +222,30 @@ class Model:
             binding.synchronize_outputs()
 
         return call
+
+
+def _is_size(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
+
+
+def _example_sizes(inputs: list) -> dict:
+    """Each symbolic dim's size in the examples the manifest records (the first input recording it), so
+    that inputs sharing a dim (input_ids and attention_mask) get one length."""
+    sizes = {}
+    for spec in inputs:
+        example = spec.example_shape
+        if example and len(example) == len(spec.shape):
+            for axis, (dim, size) in enumerate(zip(spec.shape, example)):
+                if isinstance(dim, str) and axis != spec.batch_axis and _is_size(size):
+                    sizes.setdefault(dim, int(size))
+    return sizes
+
+
+def _sample_shape(spec: TensorSpec, batch: int, sizes: dict) -> list[int]:
+    """One input's shape for timing: fixed dims as declared, the batch dim `batch`, another symbolic dim its
+    size in `sizes` (by name), else SYMBOLIC_DIM."""
+    return [dim if isinstance(dim, int) else batch if axis == spec.batch_axis else sizes.get(dim, SYMBOLIC_DIM)
+            for axis, dim in enumerate(spec.shape)]
 
 
 def _check_threads(threads) -> int | None:

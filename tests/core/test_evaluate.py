@@ -84,3 +84,71 @@ def test_load_metric_names_the_metric_and_still_calls_it():
     metric = load_metric(None)
     assert metric.name == "top1" and metric.fn is top1
     assert metric(np.eye(3), np.array([0, 1, 1])) == pytest.approx(100 * 2 / 3)
+
+
+# -- outputs by name --------------------------------------------------------------------------------
+
+def _heads(x):
+    """Two outputs with different batch axes: time-major steps (4, N, 3) and pooled (N, 3)."""
+    steps = np.stack([x * (step + 1) for step in range(4)])
+    return {"steps": steps, "pooled": steps.mean(axis=0)}
+
+
+def test_named_outputs_are_joined_each_on_its_own_batch_axis():
+    seen = []
+
+    def metric(steps, pooled, labels):
+        seen.append((steps.shape, pooled.shape, labels.shape))
+        return float(pooled[5, 0])
+
+    # batch 1's pooled row 2 is 2.5 * eye[::-1][2] = [2.5, 0, 0]: sample 5 of 6 after the join on axis 0
+    assert evaluate(_heads, BATCHES, metric, batch_axis={"steps": 1, "pooled": 0}) == 2.5
+    assert seen == [((4, 6, 3), (6, 3), (6,))]
+
+
+def test_a_metric_gets_the_output_it_names_or_else_the_first():
+    def pooled_only(pooled, labels):
+        return float(pooled.shape[0])
+
+    assert evaluate(_heads, BATCHES, pooled_only, batch_axis={"steps": 1}) == 6.0
+    shapes = []
+    evaluate(_heads, BATCHES, lambda out, labels: shapes.append(out.shape) or 0.0, batch_axis={"steps": 1})
+    assert shapes == [(4, 6, 3)]
+
+
+def test_unnamed_outputs_are_named_as_export_names_them():
+    def metric(output_0, output_1, labels):
+        return float(output_1.sum())
+
+    assert evaluate(lambda x: (x, -x), BATCHES, metric) == -6.0
+    assert evaluate(lambda x: x, BATCHES, lambda output, labels: float(output.shape[0])) == 6.0
+
+
+def test_a_metric_naming_a_missing_output_fails_before_the_other_batches_run():
+    calls = []
+
+    def predict(x):
+        calls.append(1)
+        return _heads(x)
+
+    with pytest.raises(SpecError, match=re.escape("the metric 'm.py:det' asks for outputs (boxes, scores), but the "
+                                                  "model's outputs are steps, pooled; name its parameters after "
+                                                  "outputs, or take (outputs, labels)")):
+        evaluate(predict, BATCHES, Metric("m.py:det", lambda boxes, scores, labels: 0.0))
+    assert calls == [1]
+
+
+def test_a_failing_named_metric_shows_each_output():
+    def metric(steps, pooled, labels):
+        raise IndexError("no such class")
+
+    with pytest.raises(SpecError, match=re.escape("raised IndexError: no such class on outputs steps (4, 6, 3), "
+                                                  "pooled (6, 3) and labels of shape (6,)")):
+        evaluate(_heads, BATCHES, metric, batch_axis={"steps": 1, "pooled": 0})
+
+
+def test_score_takes_batches_of_named_outputs():
+    parts = [{"steps": np.ones((4, n, 3)), "pooled": np.ones((n, 3))} for n in (2, 5)]
+    labels = [np.zeros(2), np.zeros(5)]
+    assert score(lambda steps, labels: float(steps.shape[1]), parts, labels, {"steps": 1}) == 7.0
+    assert score(lambda outputs, labels: float(outputs.shape[1]), parts, labels, {"steps": 1}) == 7.0

@@ -105,6 +105,7 @@ def test_export_validate_and_predict_a_crnn_through_the_cli(cli, tmp_path):
     assert result.exit_code == 0, result.stderr
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["outputs"][0]["shape"] == [8, "batch", 10] and manifest["outputs"][0]["batch_axis"] == 1
+    assert manifest["inputs"][0]["example_shape"] == [120, 1, 8, 8]   # the first val batch: what it was built on
     result = cli("validate", bundle, "--data", spec("digits"), "--metric", spec("sequence_accuracy"),
                  "--out", tmp_path / "report.json")
     assert result.exit_code == 0, result.stderr

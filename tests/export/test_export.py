@@ -12,7 +12,7 @@ def test_manifest_holds_what_the_contract_promises(cnn_bundles):
     assert manifest["format"] == "edgeslim-bundle/1"
     assert manifest["name"] == "fp32"
     assert manifest["inputs"] == [{"name": "input", "dtype": "float32", "shape": ["batch", 1, 8, 8],
-                                   "batch_axis": 0}]
+                                   "batch_axis": 0, "example_shape": [120, 1, 8, 8]}]
     assert manifest["outputs"] == [{"name": "output", "dtype": "float32", "shape": ["batch", 10],
                                     "batch_axis": 0}]
     assert set(manifest["sha256"]) == {"model.onnx"} and len(manifest["sha256"]["model.onnx"]) == 64
