@@ -17,7 +17,10 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from edgeslim.compress.registry import StepConfig, register_step, require
-from edgeslim.core.progress import log, warn
+from edgeslim.core.progress import Timer, log, warn
+
+IMPORTANCES = ("auto", "l1", "l2", "output")
+MAX_LAYER_RATIO = 0.9   # ranked globally, no layer loses more than this fraction of its channels
 
 
 @dataclass
@@ -26,14 +29,23 @@ class PruneConfig(StepConfig):
     stage: ClassVar[str] = "torch"
     ratio: float = 0.5          # fraction of channels removed from each prunable layer
     round_to: int = 8           # channel counts stay multiples of this (suits SIMD kernels)
-    importance: str = "l2"      # l1 or l2 norm of each channel group's weights
-    global_pruning: bool = False
+    # l1/l2: norm of each channel group's weights; output: the change of the model's outputs on the
+    # train data when the group goes (compress.importance; data-aware, no labels needed); auto: output
+    # for embeddings and features, l2 for class logits
+    importance: str = "auto"
+    importance_batches: int = 8     # train batches `output` importance runs backward passes on
+    # One ranking over all layers (each then keeps what its channels are worth) or the same ratio in each;
+    # None: global where the importance is `output`, whose scores are one unit (the outputs' change)
+    # in every layer, per layer for weight norms, which are not comparable across layers.
+    global_pruning: bool | None = None
     ignore: list[str] = field(default_factory=list)  # module names whose output channels stay whole
 
     def check(self) -> None:
         require(0.0 < self.ratio < 1.0, "prune.ratio", self.ratio, "a fraction in (0, 1), e.g. 0.5")
         require(self.round_to >= 1, "prune.round_to", self.round_to, "a positive integer")
-        require(self.importance in ("l1", "l2"), "prune.importance", self.importance, "'l1' or 'l2'")
+        require(self.importance in IMPORTANCES, "prune.importance", self.importance,
+                " or ".join(map(repr, IMPORTANCES)))
+        require(self.importance_batches >= 1, "prune.importance_batches", self.importance_batches, "at least 1")
 
 
 def recorded_run(model, example_inputs) -> tuple[list, list]:
@@ -303,7 +315,56 @@ def every_layer_traced(model):
             hook.remove()
 
 
-def _pruner(model, config: PruneConfig, example, attentions: list, ignored: list):
+def _importance(model, config: PruneConfig, ctx, heads: dict):
+    """torch-pruning's weight-norm importance, or edgeslim's output importance measured on train batches;
+    `auto` takes output importance for embeddings and features (all-MiniLM-L6-v2 pruned by 0.3 kept a
+    mean cosine of 0.85 with it against 0.68 by weight norm), weight norm for class logits, where the
+    two measured alike."""
+    import torch_pruning as tp
+
+    batches = (ctx.data.train or ctx.data.val) if getattr(ctx, "data", None) else []
+    logits = bool(batches) and _outputs_logits(model, batches, ctx)
+    used, why = config.importance, "named in the config"
+    if used == "auto":
+        used = "l2" if logits or not batches else "output"
+        why = ("no data to measure on" if not batches else "the output is class logits" if logits
+               else "the output is an embedding or features")
+    ctx.record(prune_importance={"used": used, "asked": config.importance, "why": why})
+    if used != "output":
+        return tp.importance.GroupMagnitudeImportance(p=2 if used == "l2" else 1)
+    from edgeslim.compress.importance import OutputImportance
+
+    scorer = OutputImportance(heads, logits=logits)
+    with Timer() as timer:
+        scorer.collect(model, [inputs for inputs, _ in batches[:config.importance_batches]])
+    log(f"prune: output importance from {min(len(batches), config.importance_batches)} batches "
+        f"({timer.seconds:.1f} s)")
+    return scorer
+
+
+def _outputs_logits(model, batches: list, ctx) -> bool:
+    """Whether the model's output is class logits, as distillation would decide (its `auto` loss)."""
+    import torch
+
+    from edgeslim.compress.distill_losses import choose_loss
+    from edgeslim.compress.train import first_output
+    from edgeslim.core.model_io import run_model
+
+    with torch.no_grad():
+        shape = tuple(first_output(run_model(model.eval(), batches[0][0])).shape)
+    loss, _ = choose_loss("auto", shape, [labels for _, labels in batches], getattr(ctx, "metric", None))
+    return loss in ("kl", "sequence_kl")
+
+
+def _ranked_globally(config: PruneConfig, importance) -> bool:
+    from edgeslim.compress.importance import OutputImportance
+
+    if config.global_pruning is None:
+        return isinstance(importance, OutputImportance)
+    return config.global_pruning
+
+
+def _pruner(model, config: PruneConfig, example, attentions: list, ignored: list, importance):
     """torch-pruning's MetaPruner: whole heads of the attentions found, recurrent layers traced as one node."""
     import torch
     import torch_pruning as tp
@@ -317,9 +378,10 @@ def _pruner(model, config: PruneConfig, example, attentions: list, ignored: list
             model,
             output_transform=with_every_layer,
             example_inputs=kwargs if kwargs else (args[0] if len(args) == 1 else args),
-            importance=tp.importance.GroupMagnitudeImportance(p=2 if config.importance == "l2" else 1),
+            importance=importance,
             pruning_ratio=config.ratio,
-            global_pruning=config.global_pruning,
+            global_pruning=_ranked_globally(config, importance),
+            max_pruning_ratio=MAX_LAYER_RATIO,
             ignored_layers=ignored,
             round_to=_round_to(model, config.round_to),
             num_heads={layer: attention.heads for attention in attentions for layer in attention.projections},
@@ -343,8 +405,11 @@ def prune(model, config: PruneConfig, ctx):
     whole = [modules[name] for name in kept]
     run = recorded_run(model, ctx.example_inputs)   # once: the output layers and what feeds the output
     ignored = output_layers(run) + _check_ignore(model, config.ignore) + whole
+    heads = {layer: attention.heads for attention in attentions for layer in attention.projections}
+    importance = _importance(model, config, ctx, heads)
+    ctx.records["prune_importance"]["global"] = _ranked_globally(config, importance)
     try:
-        pruner = _pruner(model, config, ctx.example_inputs, attentions, ignored)
+        pruner = _pruner(model, config, ctx.example_inputs, attentions, ignored, importance)
         ignore_groups_reaching(pruner, whole)
         ignore_groups_pruning_outputs_of(pruner, output_producer(run))
         with torch.no_grad():

@@ -42,7 +42,8 @@ def test_run_recipe_writes_bundles_and_report(cli, tmp_path):
         assert entry["latency"]["cpu-1t"]["threads"] == 1
         assert entry["passed"] is True and "accuracy_drop" in entry["gates"] or entry["name"] == "fp32"
     assert report["recipe"]["candidates"][1]["steps"][0] == {"step": "prune", "version": 1, "ratio": 0.5,
-                                                           "round_to": 4, "importance": "l2", "global_pruning": False,
+                                                           "round_to": 4, "importance": "auto",
+                                                           "importance_batches": 8, "global_pruning": None,
                                                            "ignore": []}
     assert report["recipe"]["candidates"][1]["steps"][1]["device"] == "auto"
     assert "| `pkd-int8` |" in (tmp_path / "out" / "report.md").read_text()
