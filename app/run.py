@@ -50,6 +50,20 @@ def trained_model(recipe, data, metric):
     return model.eval()
 
 
+def state_digest(model) -> str:
+    """sha256 of the weights the candidates were built from (given or trained): names, dtypes, shapes, bytes."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        if not isinstance(tensor, torch.Tensor):
+            continue
+        digest.update(f"{name}{tensor.dtype}{tuple(tensor.shape)}".encode())
+        # as bytes: numpy has no bfloat16
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def run_recipe(recipe, out: Path, force: bool = False) -> dict:
     """Build each candidate under out/<name>, validate them all, write out/report.json and .md.
 
@@ -93,8 +107,10 @@ def _run_recipe(recipe, out: Path, force: bool) -> dict:
             build_bundle(model, candidate.steps, data, out / candidate.name, candidate.name, metric, export,
                          torch_cache, force, device=recipe.devices[0])
             bundles.append(str(out / candidate.name))
+        specs = {"model": recipe.model, "weights": recipe.weights, "weights_sha256": state_digest(model),
+                 "data": recipe.data}
         report = validate_bundles(bundles, data, recipe.devices, metric, recipe.metric,
-                                  recipe.baseline or recipe.candidates[0].name, bench)
+                                  recipe.baseline or recipe.candidates[0].name, bench, "run", specs)
     report["recipe"] = recipe.to_dict()
     report["settings"]["wall_s"] = round(timer.seconds, 1)
     if recipe.gates:

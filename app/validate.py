@@ -6,14 +6,19 @@ from edgeslim.core.progress import log
 
 
 def validate_bundles(bundles: list[str], data: DataSplits, devices: list[str], metric, metric_name: str,
-                     baseline: str | None, bench_config) -> dict:
+                     baseline: str | None, bench_config, command: str = "validate", specs: dict | None = None) -> dict:
     """Accuracy and latency of each bundle on each device, every figure through the SDK.
 
     `accuracy` is measured on this host's CPU; `accuracy_by_device` once per other provider
-    (a GPU, a remote board), so that a numeric difference between targets shows.
+    (a GPU, a remote board), so that a numeric difference between targets shows. The metric gets
+    each bundle's first output, or the outputs its parameters name (edgeslim.core.metrics), checked
+    against every bundle before any work. `specs` (model, weights, weights_sha256, data: what is known
+    of them) go into the report's run record.
     """
     from edgeslim.core.errors import ConfigError
+    from edgeslim.core.metrics import wanted_outputs
     from edgeslim.devices.targets import get_target
+    from edgeslim.report.provenance import data_digest, run_info
     from edgeslim.report.schema import new_report
     from edgeslim.sdk import load
 
@@ -25,10 +30,14 @@ def validate_bundles(bundles: list[str], data: DataSplits, devices: list[str], m
     baseline = baseline or names[0]
     if baseline not in names:
         raise ConfigError(f"--baseline {baseline!r} names no bundle; the bundles are {names}")
+    if data.val:  # a metric that names outputs a bundle lacks fails before any work
+        for model in models:
+            wanted_outputs(metric, [spec.name for spec in model.outputs])
     candidates = [_validate_one(bundle, model, data, targets, metric, bench_config)
                   for bundle, model in zip(bundles, models)]
     settings = {"metric": metric_name, "devices": [t.describe() for t in targets], "bench": bench_config.to_dict()}
-    return new_report(baseline, candidates, settings)
+    run = run_info(command, data_sha256=data_digest(data.val), **(specs or {}))
+    return new_report(baseline, candidates, settings, run)
 
 
 def _validate_one(bundle, model, data: DataSplits, targets: list, metric, bench_config) -> dict:
@@ -37,9 +46,11 @@ def _validate_one(bundle, model, data: DataSplits, targets: list, metric, bench_
 
     entry = {"name": model.name, "bundle": str(bundle), "size_bytes": bundle_size(bundle, model.manifest),
              "params": model.manifest.get("metrics", {}).get("params"), "accuracy": None,
-             "accuracy_by_device": {}, "latency": {}, "compression": model.manifest.get("compression", [])}
+             "accuracy_by_device": {}, "latency": {}, "compression": model.manifest.get("compression", []),
+             "sha256": dict(model.manifest["sha256"])}
     # Build-time findings the report shows.
-    for key in ("accuracy_control", "sensitivity", "int8_coverage", "int8_form", "kept_whole"):
+    for key in ("accuracy_control", "sensitivity", "int8_coverage", "int8_form", "kept_whole", "int4", "speed_note",
+                "graph_optimization"):
         if model.manifest.get("metrics", {}).get(key):
             entry[key] = model.manifest["metrics"][key]
     if data.val:

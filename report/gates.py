@@ -1,8 +1,14 @@
 """Gates a CI can act on: accuracy drop and latency increase, against the baseline or an old report.
 
 Gates fail closed: a configured gate that cannot be evaluated (its figure is missing or not a
-number on either side, or the old report has no candidate of that name) fails and says why in
-`reason`, rather than passing because nothing was compared.
+number on either side) fails and says why in `reason`, rather than passing because nothing was
+compared. A candidate the old report has no namesake of is gated against the baseline instead
+(and `report --against` warns about it).
+
+A latency gate fails only on a change that is real: over its limit, and larger than the noise,
+which is the larger of a minimum change (`min_latency_change_ms`) and either side's measured spread
+(p90 - p50). A bundle compared with itself (equal sha256) never fails it: a change in its time is
+the host's, not the model's.
 """
 from __future__ import annotations
 
@@ -10,13 +16,16 @@ import math
 from dataclasses import asdict, dataclass
 
 from edgeslim.core.errors import ConfigError, require
-from edgeslim.report.schema import candidate, is_number, quote
+from edgeslim.report.schema import candidate, is_number, latency_spread, quote
+
+MIN_LATENCY_CHANGE_MS = 0.05
 
 
 @dataclass
 class GateConfig:
     max_accuracy_drop: float | None = None      # points of the metric (top1: percentage points)
     max_latency_increase: float | None = None   # fraction of p50, e.g. 0.10 for +10 %
+    min_latency_change_ms: float = MIN_LATENCY_CHANGE_MS  # a smaller change of p50 is noise, whatever its fraction
 
     def __post_init__(self):
         # is_number first: a string from a recipe would make the comparison a TypeError.
@@ -26,6 +35,9 @@ class GateConfig:
         if self.max_latency_increase is not None:
             require(is_number(self.max_latency_increase) and self.max_latency_increase >= 0,
                     "--max-latency-increase", self.max_latency_increase, "0 or more (a fraction: 0.1 allows +10 %)")
+        require(is_number(self.min_latency_change_ms) and math.isfinite(self.min_latency_change_ms)
+                and self.min_latency_change_ms >= 0, "--min-latency-change", self.min_latency_change_ms,
+                "0 or more milliseconds")
 
     def any(self) -> bool:
         return self.max_accuracy_drop is not None or self.max_latency_increase is not None
@@ -58,24 +70,48 @@ def _accuracy_gate(entry: dict, reference: dict, label: str, limit: float) -> di
     return _failed(limit, label, problem) if problem else _gate(old - new, limit, label)
 
 
-def _p50(entry: dict, device: str):
+def _stats(entry: dict, device: str) -> dict:
     stats = (entry.get("latency") or {}).get(device)
-    return stats.get("p50_ms") if isinstance(stats, dict) else None
+    return stats if isinstance(stats, dict) else {}
 
 
-def _latency_gates(entry: dict, reference: dict, label: str, limit: float) -> dict:
+def same_bundle(entry: dict, reference: dict) -> bool:
+    """Whether two candidates are the same files (equal, non-empty sha256 maps)."""
+    mine, theirs = entry.get("sha256"), reference.get("sha256")
+    return isinstance(mine, dict) and bool(mine) and mine == theirs
+
+
+def _latency_gate(new_stats: dict, old_stats: dict, label: str, config: GateConfig, same: bool) -> dict:
+    new, old = new_stats["p50_ms"], old_stats["p50_ms"]
+    gate = _gate(new / old - 1.0, config.max_latency_increase, label)
+    spreads = [s for s in (latency_spread(new_stats), latency_spread(old_stats)) if s is not None]
+    noise = max([config.min_latency_change_ms, *spreads])
+    gate.update(change_ms=round(new - old, 6), noise_ms=round(noise, 6))
+    if gate["passed"]:
+        return gate
+    if same:
+        gate.update(passed=True, reason="the same bundle (equal sha256): a change in its time is the host's, "
+                                        "not the model's")
+    elif new - old <= noise:
+        gate.update(passed=True, reason=f"+{new - old:.3g} ms is within the noise ({noise:.3g} ms: the larger of "
+                                        f"the minimum change and the p90 - p50 spread)")
+    return gate
+
+
+def _latency_gates(entry: dict, reference: dict, label: str, config: GateConfig) -> dict:
     """One gate per device either side was measured on: a device one side lacks fails its gate."""
+    limit = config.max_latency_increase
     mine, theirs = entry.get("latency") or {}, reference.get("latency") or {}
     devices = list(mine) + [device for device in theirs if device not in mine]
     if not devices:
         return {"latency_increase": _failed(limit, label, f"neither {entry['name']} nor {label} has a latency")}
-    gates = {}
+    gates, same = {}, same_bundle(entry, reference)
     for device in devices:
-        new, old = _p50(entry, device), _p50(reference, device)
-        problem = (_problem(new, f"the p50 of {entry['name']} on {device}", positive=True)
-                   or _problem(old, f"the p50 of {label} on {device}", positive=True))
+        new_stats, old_stats = _stats(entry, device), _stats(reference, device)
+        problem = (_problem(new_stats.get("p50_ms"), f"the p50 of {entry['name']} on {device}", positive=True)
+                   or _problem(old_stats.get("p50_ms"), f"the p50 of {label} on {device}", positive=True))
         gates[f"latency_increase[{device}]"] = (_failed(limit, label, problem) if problem
-                                                else _gate(new / old - 1.0, limit, label))
+                                                else _latency_gate(new_stats, old_stats, label, config, same))
     return gates
 
 
@@ -84,7 +120,7 @@ def gate_candidate(entry: dict, reference: dict, label: str, config: GateConfig)
     if config.max_accuracy_drop is not None:
         gates["accuracy_drop"] = _accuracy_gate(entry, reference, label, config.max_accuracy_drop)
     if config.max_latency_increase is not None:
-        gates.update(_latency_gates(entry, reference, label, config.max_latency_increase))
+        gates.update(_latency_gates(entry, reference, label, config))
     return gates
 
 
@@ -92,9 +128,9 @@ def apply_gates(report: dict, config: GateConfig, against: dict | None = None,
                 against_name: str = "the --against report") -> bool:
     """Fill each candidate's `gates` and `passed`; compare with `against` when given, else the baseline.
 
-    `against_name` names the old report in the sentence of a candidate it lacks. With no gate
-    configured nothing is checked: `passed` stays null (nothing passed, nothing failed) and the
-    result is True.
+    `against_name` names the old report where a candidate it lacks is gated against the baseline.
+    With no gate configured nothing is checked: `passed` stays null (nothing passed, nothing failed)
+    and the result is True.
     """
     baseline = candidate(report, report["baseline"])
     if baseline is None:  # read_report refuses this; a report built in memory is checked here
@@ -105,7 +141,7 @@ def apply_gates(report: dict, config: GateConfig, against: dict | None = None,
             gates = {} if entry is baseline else \
                 gate_candidate(entry, baseline, f"baseline {report['baseline']}", config)
         else:
-            gates = _gates_against(entry, against, against_name, config)
+            gates = _gates_against(entry, baseline, report["baseline"], against, against_name, config)
         entry["gates"] = gates
         entry["passed"] = all(gate["passed"] for gate in gates.values()) if config.any() else None
         all_passed &= entry["passed"] is not False
@@ -114,14 +150,16 @@ def apply_gates(report: dict, config: GateConfig, against: dict | None = None,
     return all_passed
 
 
-def _gates_against(entry: dict, against: dict, against_name: str, config: GateConfig) -> dict:
-    label = f"previous {entry['name']}"
+def _gates_against(entry: dict, baseline: dict, baseline_name: str, against: dict, against_name: str,
+                   config: GateConfig) -> dict:
+    """Against the namesake in the old report; a candidate it lacks, against this report's baseline."""
     reference = candidate(against, entry["name"])
     if reference is not None:
-        return gate_candidate(entry, reference, label, config)
-    if not config.any():
-        return {}  # no gate asked for: nothing to compare, so nothing failed
-    return {"against": _failed(None, label, f"{against_name} has no candidate named {quote(entry['name'])}")}
+        return gate_candidate(entry, reference, f"previous {entry['name']}", config)
+    if entry is baseline:
+        return {}
+    label = f"baseline {baseline_name} ({against_name} has no {entry['name']})"
+    return gate_candidate(entry, baseline, label, config)
 
 
 def failures(report: dict) -> list[str]:

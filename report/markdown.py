@@ -4,7 +4,7 @@ from __future__ import annotations
 from edgeslim.report.schema import candidate
 
 
-def _size(num_bytes: int) -> str:
+def size_text(num_bytes: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if num_bytes < 1024 or unit == "GB":
             return f"{num_bytes:.0f} {unit}" if unit == "B" else f"{num_bytes:.1f} {unit}"
@@ -37,7 +37,7 @@ def summary_rows(report: dict) -> list[dict]:
     base = candidate(report, report["baseline"]) or report["candidates"][0]
     rows = []
     for entry in report["candidates"]:
-        row = {"name": entry["name"], "size": _size(entry["size_bytes"]),
+        row = {"name": entry["name"], "size": size_text(entry["size_bytes"]),
                "smaller": base["size_bytes"] / entry["size_bytes"], "params": entry.get("params"),
                "accuracy": entry.get("accuracy"), "steps": _steps(entry), "passed": entry.get("passed"),
                "latency": {}, "pareto": _pareto(entry)}
@@ -100,10 +100,14 @@ def _slower_lines(report: dict) -> str:
 
 
 def render_markdown(report: dict) -> str:
+    from edgeslim.report.summary import metadata_items, verdict
+
     devices = devices_of(report)
     lines = ["# edgeslim report", "", f"Baseline: **{report['baseline']}**. "
              f"Accuracy: {report.get('settings', {}).get('metric', 'top1')} on the val split, run through the SDK "
              "on each exact bundle file.", ""]
+    lines += [f"- {label}: {text}" for label, text in metadata_items(report)]
+    lines += ["", f"**Verdict.** {verdict(report)['text']}", ""]
     header = ["candidate", "size", "x smaller", "params", "accuracy", "Δ acc"]
     for device in devices:
         header += [f"p50 ms ({device})", f"speed-up ({device})"]
@@ -123,9 +127,57 @@ def render_markdown(report: dict) -> str:
         cells += [row["pareto"], row["steps"], {True: "pass", False: "**FAIL**"}.get(row["passed"], "—")]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "★: on the Pareto front of accuracy against size, or against p50 latency on that device.", "",
-              _kernel_lines(report), _kept_lines(report), _slower_lines(report), _accuracy_by_device(report),
+              _comparison(report), _kernel_lines(report), _kept_lines(report), _slower_lines(report),
+              _accuracy_by_device(report),
               _latency_details(report, devices), _quantization(report), _gate_lines(report)]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _comparison(report: dict) -> str:
+    """With --against: the notes to heed, then old, new and delta of accuracy, size and each p50."""
+    from edgeslim.report.compare import comparison_devices, comparison_rows
+
+    against = report.get("against")
+    if not against:
+        return ""
+    devices = comparison_devices(report)
+    lines = [f"## Against {against.get('report')}", ""]
+    lines += [f"- **warning:** {note}" for note in against.get("notes") or []]
+    header = ["candidate", "accuracy old", "new", "Δ", "size old", "new", "Δ"]
+    for device in devices:
+        header += [f"p50 ms ({device}) old", "new", "Δ"]
+    lines += ["" if against.get("notes") else None, "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in comparison_rows(report):
+        name = f"`{row['name']}`" + (" (new)" if not row["matched"] else " (same bundle)" if row["same_bundle"] else "")
+        accuracy, size = row["accuracy"], row["size"]
+        cells = [name, _num(accuracy["old"], 2), _num(accuracy["new"], 2), _signed(accuracy["delta"]),
+                 _bytes(size["old"]), _bytes(size["new"]), _fraction(size["delta"])]
+        for device in devices:
+            p50 = row["p50"][device]
+            cells += [_num(p50["old"], 3), _num(p50["new"], 3),
+                      _fraction(p50["delta"]) + (" (noise)" if p50["noise"] else "")]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Δ: accuracy in points; size and p50 as a change of the old figure. A p50 change within either "
+              "run's spread (p90 - p50) or the minimum change is noise.", ""]
+    return "\n".join(line for line in lines if line is not None) + "\n"
+
+
+def _finite(value) -> bool:
+    import math
+
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _signed(value) -> str:
+    return f"{value:+.2f}" if _finite(value) else "—"
+
+
+def _fraction(value) -> str:
+    return f"{value:+.1%}" if _finite(value) else "—"
+
+
+def _bytes(value) -> str:
+    return size_text(value) if _finite(value) and value >= 0 else "—"
 
 
 def _latency_details(report: dict, devices: list[str]) -> str:

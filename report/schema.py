@@ -41,6 +41,20 @@ class LatencyStats:
     batch: int | None = None
     runs: int | None = None
     warmup: int | None = None
+    std_ms: float | None = None
+
+
+def latency_spread(stats) -> float | None:
+    """The spread of one latency measurement, p90 - p50 in ms: what a p50 moves by between runs of
+    an unchanged bundle on this host (None where either figure is missing or not finite)."""
+    import math
+
+    if not isinstance(stats, dict):
+        return None
+    p50, p90 = stats.get("p50_ms"), stats.get("p90_ms")
+    if not (is_number(p50) and is_number(p90)) or not (math.isfinite(p50) and math.isfinite(p90)):
+        return None
+    return max(p90 - p50, 0.0)
 
 
 @dataclass
@@ -53,6 +67,11 @@ class GateResult:
     reference: str
     passed: bool
     reason: str | None = None
+    change_ms: float | None = field(default=None, metadata={
+        "description": "Latency gates: the p50 change in ms against the reference."})
+    noise_ms: float | None = field(default=None, metadata={
+        "description": "Latency gates: the change below which a difference is noise: the larger of the minimum "
+                       "change and either side's p90 - p50 spread."})
 
 
 @dataclass
@@ -77,6 +96,8 @@ class CandidateResult:
     int8_coverage: dict[str, Any] | None = None
     int8_form: Int8Form | None = None
     kept_whole: list[KeptWhole] | None = None
+    sha256: dict[str, str] | None = field(default=None, metadata={
+        "description": "The sha256 of each file of the bundle, from its manifest: equal maps are the same bundle."})
 
 
 @dataclass
@@ -99,6 +120,54 @@ class Settings:
 
 
 @dataclass
+class RunInfo:
+    """Where and from what a report was made. Absent in reports of edgeslim before 0.1.0's run record."""
+
+    OPEN: ClassVar[bool] = True
+    id: str | None = None
+    created: str | None = field(default=None, metadata={"description": "UTC, ISO 8601."})
+    command: str | None = None
+    host: str | None = None
+    platform: str | None = None
+    python: str | None = None
+    commit: str | None = field(default=None, metadata={
+        "description": "The git commit of the model's source (else of the working directory), where there is one."})
+    commit_dirty: bool | None = None
+    model: str | None = field(default=None, metadata={"description": "The model spec, as given."})
+    weights: str | None = None
+    weights_sha256: str | None = None
+    data: str | None = field(default=None, metadata={"description": "The data spec, as given."})
+    data_sha256: str | None = field(default=None, metadata={
+        "description": "Of the val split's arrays (dtype, shape and bytes of each input and label batch)."})
+
+
+@dataclass
+class AgainstCandidate:
+    """One candidate of the older report, as far as a comparison needs it."""
+
+    OPEN: ClassVar[bool] = True
+    name: str
+    accuracy: float | None = None
+    size_bytes: float | None = None
+    latency: dict[str, LatencyStats] = field(default_factory=dict)
+    sha256: dict[str, str] | None = None
+
+
+@dataclass
+class Against:
+    """The older report a report was compared with (`edgeslim report --against OLD.json`)."""
+
+    OPEN: ClassVar[bool] = True
+    report: str = field(metadata={"description": "The older report's path, as given."})
+    model: str | None = None
+    run: RunInfo | None = None
+    candidates: list[AgainstCandidate] = field(default_factory=list)
+    unmatched: list[str] = field(default_factory=list, metadata={
+        "description": "Candidates of this report with no namesake in the older one: gated against the baseline."})
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Report:
     """report.json: each candidate's size, accuracy and latency against the baseline, and its gates."""
 
@@ -111,13 +180,15 @@ class Report:
     recipe: dict[str, Any] | None = None
     gate_config: dict[str, float | None] | None = None
     passed: bool | None = field(default=None, metadata={"description": "null until gates run."})
+    run: RunInfo | None = None
+    against: Against | None = None
 
 
 def report_schema() -> dict:
     return json_schema(Report, title="edgeslim report")
 
 
-def new_report(baseline: str, candidates: list[dict], settings: dict) -> dict:
+def new_report(baseline: str, candidates: list[dict], settings: dict, run: dict | None = None) -> dict:
     from edgeslim.core.version import package_versions
     from edgeslim.report.pareto import mark_fronts
 
@@ -125,7 +196,7 @@ def new_report(baseline: str, candidates: list[dict], settings: dict) -> dict:
         candidate.setdefault("gates", {})
         candidate.setdefault("passed", None)  # not gated yet: apply_gates sets it
     report = {"format": REPORT_FORMAT, "baseline": baseline, "candidates": candidates,
-              "settings": settings, "created_with": package_versions()}
+              "settings": settings, "created_with": package_versions(), **({"run": run} if run else {})}
     mark_fronts(report)
     check_written(report)
     return report

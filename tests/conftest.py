@@ -65,6 +65,26 @@ def cnn_bundles(tmp_path_factory, weights, cli):
 
 
 @pytest.fixture(scope="session")
+def demo_run(cli, tmp_path_factory):
+    """`edgeslim run` on the embedded demo's four candidates (fp32, int8, pruned-kd, pruned-kd-int8), made
+    quick: the small CNN trained as tests/test_run.py trains it (so the session's cache has it once), two
+    epochs of distillation, 30 timed runs. Returns the output folder (report.json and the bundles)."""
+    import yaml
+
+    prune, distill = {"prune": {"ratio": 0.5, "round_to": 4}}, {"distill": {"epochs": 2}}
+    recipe = {"model": spec("small_cnn"), "data": spec("digits_torch"), "train": {"epochs": 3, "lr": 0.003},
+              "devices": ["cpu"], "baseline": "fp32", "bench": {"runs": 30, "warmup": 3},
+              "candidates": [{"name": "fp32"}, {"name": "int8", "steps": ["int8"]},
+                             {"name": "pruned-kd", "steps": [prune, distill]},
+                             {"name": "pruned-kd-int8", "steps": [prune, distill, "int8"]}]}
+    folder = tmp_path_factory.mktemp("demo-run")
+    (folder / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    result = cli("run", folder / "recipe.yaml", "--out", folder / "out")
+    assert result.exit_code == 0, result.stderr
+    return folder / "out"
+
+
+@pytest.fixture(scope="session")
 def untrained(cli, tmp_path_factory):
     """A bundle of the small CNN as initialised: error paths need no trained weights."""
     out = tmp_path_factory.mktemp("untrained") / "fp32"

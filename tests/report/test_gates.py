@@ -6,6 +6,7 @@ import pytest
 from edgeslim.report.gates import GateConfig, apply_gates, failures
 from edgeslim.report.html import render_html
 from edgeslim.report.markdown import render_markdown
+from edgeslim.report.plots import available as plots_available
 
 
 def _entry(name, accuracy, p50, size):
@@ -59,4 +60,7 @@ def test_markdown_and_html_render():
     report = _report(_entry("fp32", 98.0, 1.0, 4000), _entry("int8", 97.5, 1.2, 1000))
     text = render_markdown(report)
     assert "## Latency" in text and "| `int8` | cpu | measured | 2 | 1.200 |" in text
-    assert render_html(report).count("<circle") == 2
+    page = render_html(report)
+    assert "<table" in page and "| `int8` |" not in page  # real tables, not the Markdown in a <pre>
+    if plots_available():  # one mark per candidate in each plot: accuracy against size, and against p50 on cpu
+        assert page.count('class="mark candidate') == 4

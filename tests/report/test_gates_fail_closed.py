@@ -55,15 +55,20 @@ def test_a_baseline_that_names_no_candidate_is_refused(cli, tmp_path, baseline):
     assert "baseline" in _one_sentence(result)
 
 
-def test_an_old_report_without_namesakes_fails_every_candidate(cli, tmp_path, pair):
+def test_a_candidate_without_a_namesake_is_gated_against_the_baseline(cli, tmp_path, pair):
+    """Renamed candidates are not left ungated: each is warned about and gated against the baseline."""
     old = _write(tmp_path / "old.json", _entry("base", 98.0, {"cpu": 1.0}), _entry("other", 97.0, {"cpu": 1.0}),
                  baseline="base")
     result = cli("report", pair, "--against", old, "--max-accuracy-drop", "0")
     assert result.exit_code == 1
-    sentence = _one_sentence(result)
-    assert f"int8: against failed: {old} has no candidate named 'int8'" in sentence
-    assert "fp32: against failed" in sentence
-    assert f"| `int8` | against | — | — | previous int8 | **FAIL**: {old} has no" in result.stdout
+    warnings, failed = result.stderr.strip().splitlines()[:-1], result.stderr.strip().splitlines()[-1]
+    assert f"[edgeslim] warning: int8 has no namesake in {old}: gated against the baseline fp32 instead" in warnings
+    assert f"[edgeslim] warning: the baseline fp32 has no namesake in {old}: it is not compared with the old run" \
+        in warnings
+    assert failed == ("edgeslim: gate failed: int8: accuracy_drop 1 exceeds 0 "
+                      f"(against baseline fp32 ({old} has no int8))")
+    assert f"| `int8` | accuracy_drop | 1 | 0 | baseline fp32 ({old} has no int8) | **FAIL** |" in result.stdout
+    assert cli("report", pair, "--against", old, "--max-accuracy-drop", "1").exit_code == 0
 
 
 def test_a_nan_accuracy_fails_its_gate(cli, tmp_path):
@@ -122,8 +127,8 @@ def test_an_old_report_without_namesakes_passes_when_no_gate_is_asked(pair, tmp_
     old = _write(tmp_path / "old.json", _entry("base", 98.0, {"cpu": 1.0}), baseline="base")
     report = read_report(pair)
     assert apply_gates(report, GateConfig(), against=read_report(old), against_name=str(old)) is True
-    assert apply_gates(report, GateConfig(max_accuracy_drop=1), against=read_report(old), against_name="OLD") is False
-    assert failures(report)[0] == "fp32: against failed: OLD has no candidate named 'fp32'"
+    assert apply_gates(report, GateConfig(max_accuracy_drop=0.5), against=read_report(old), against_name="OLD") is False
+    assert failures(report) == ["int8: accuracy_drop 1 exceeds 0.5 (against baseline fp32 (OLD has no int8))"]
 
 
 @pytest.mark.parametrize("change, words", [
