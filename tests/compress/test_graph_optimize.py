@@ -192,6 +192,11 @@ def test_dynamic_int8_and_int4_after_optimize(cli, tmp_path, monkeypatch):
     families = dynamic["metrics"]["int8_coverage"]["families"]
     assert families["attention"] == {"int8": LAYERS, "float": 0, "float_nodes": []}  # QAttention
     assert dynamic["ops"].get("QAttention") == LAYERS
+    # the word embeddings stay a Gather that dynamic INT8 stores in 8 bits, not an EmbedLayerNormalization input
+    assert "EmbedLayerNormalization" not in dynamic["ops"]
+    embeddings = [t for t in onnx.load(tmp_path / "dynamic" / "model.onnx").graph.initializer
+                  if t.name.endswith("word_embeddings.weight_quantized")]
+    assert len(embeddings) == 1 and embeddings[0].data_type == onnx.TensorProto.UINT8
 
     int4 = _compress(cli, tmp_path / "int4", "--quantize", "int4")
     record, coverage = int4["metrics"]["int4"], int4["metrics"]["int8_coverage"]
