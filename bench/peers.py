@@ -79,7 +79,7 @@ def models() -> list[PeerModel]:
         PeerModel("transformer", "transformer", f"{ZOO}:transformer", f"{ZOO}:digits", train=arch["transformer"],
                   transformer=True),
         PeerModel("mobilenetv3", "MobileNetV3-style", f"{MNV3}:mobilenetv3", f"{MNV3}:digits32", train=(8, 3e-3)),
-        PeerModel("minilm", "all-MiniLM-L6-v2", f"{MINILM}:encoder", f"{MINILM}:texts", metric=f"{MINILM}:cosine",
+        PeerModel("minilm", "all-MiniLM-L6-v2", f"{MINILM}:encoder", f"{MINILM}:short_texts", metric=f"{MINILM}:cosine",
                   transformer=True),
     ]
 
@@ -186,7 +186,7 @@ def build_edgeslim(spec: PeerModel, folder: Path, weights: Path | None, cache: P
     return built
 
 
-def bench_peers(out: Path, cache: Path) -> dict:
+def bench(out: Path, cache: Path) -> dict:
     """The whole part: every model built, measured and compared; {"settings", "models", "checks"}."""
     config = settings()
     chosen = [key.strip() for key in os.environ.get("BENCH_PEERS_MODELS", "").split(",") if key.strip()]

@@ -10,8 +10,10 @@
 6. The peers (`peers`, bench/peers.py): edgeslim's INT8 beside onnxruntime's quantize_static and
    quantize_dynamic and NNCF's defaults, on the three test models, a MobileNetV3-style model and
    all-MiniLM-L6-v2, timed in turns in one process; also written to bench-out/peers.md.
+7. The models users bring (`real`, bench/real.py): all-MiniLM-L6-v2 pruned, distilled and quantized
+   against fp32, a time-major CRNN, the tests' tiny BertModel; also written to bench-out/real.md.
 
-`make bench` runs them all; `make bench PARTS=models` (or demo, budgets, peers) runs some.
+`make bench` runs them all; `make bench PARTS=models` (or demo, budgets, peers, real) runs some.
 Writes bench-out/results.json and prints a Markdown summary. BENCH_QUICK=1 makes part `peers` tiny
 (to check that it runs; its figures mean nothing); BENCH_CACHE=<folder> keeps its trained weights
 between runs (the default cache is a new temporary folder, so the demo runs cold).
@@ -43,7 +45,7 @@ def machine() -> str:
 CACHE = tempfile.mkdtemp(prefix="edgeslim-bench-cache-")
 # Part peers' trained weights; BENCH_CACHE keeps them between runs without warming the demo's cache.
 PEERS_CACHE = Path(os.environ.get("BENCH_CACHE") or CACHE)
-PARTS = ("demo", "budgets", "models", "peers")
+PARTS = ("demo", "budgets", "models", "peers", "real")
 
 
 def bench_demo() -> dict:
@@ -235,7 +237,7 @@ def print_models(models: dict) -> None:
 
 
 def main(parts: list[str]) -> int:
-    """`parts`: any of demo, budgets, models, peers (default: all; sdk goes with demo)."""
+    """`parts`: any of demo, budgets, models, peers, real (default: all; sdk goes with demo)."""
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise SystemExit(f"bench: unknown part(s) {sorted(unknown)}; choose from {', '.join(PARTS)}")
@@ -262,21 +264,29 @@ def main(parts: list[str]) -> int:
         results["models"] = bench_models()
         print_models(results["models"])
         checks.update(results["models"]["checks"])
-    if "peers" in parts:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        import peers
-
-        results["peers"] = peers.bench_peers(OUT, PEERS_CACHE)
-        table = peers.markdown(results["peers"], results["machine"], command)
-        (OUT / "peers.md").write_text(table)
-        print("\n" + table)
-        checks.update(results["peers"]["checks"])
+    for part in ("peers", "real"):   # parts in files of their own: bench/peers.py, bench/real.py
+        if part in parts:
+            results[part] = _file_part(part, results["machine"], command)
+            checks.update(results[part]["checks"])
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
     failed = 0
     for name, ok in checks.items():
         print(f"{'PASS' if ok else 'FAIL'}  {name}")
         failed += not ok
     return 1 if failed else 0
+
+
+def _file_part(part: str, machine: str, command: str) -> dict:
+    """Run bench/PART.py's `bench(out, cache)`; its Markdown goes to bench-out/PART.md and stdout."""
+    import importlib
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    module = importlib.import_module(part)
+    found = module.bench(OUT, PEERS_CACHE)
+    table = module.markdown(found, machine, command)
+    (OUT / f"{part}.md").write_text(table)
+    print("\n" + table)
+    return found
 
 
 def print_demo(results: dict) -> None:
