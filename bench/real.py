@@ -29,7 +29,7 @@ MINILM = HERE / "models" / "minilm.py"
 ZOO = REPO / "tests" / "fixtures" / "zoo.py"
 REAL_ARCH = REPO / "tests" / "fixtures" / "real_arch.py"
 QUICK = peers.QUICK
-MINILM_COMPRESS = ["--prune", "0.3", "--distill", "--epochs", "1" if QUICK else "3", "--lr", "1e-4",
+MINILM_COMPRESS = ["--prune", "0.3", "--distill", "--epochs", "1" if QUICK else "3", "--lr", "2e-4",
                    "--optimize-graph", "--quantize", "int8"]
 MINILM_TEXTS = f"{MINILM}:{'few_texts' if QUICK else 'texts'}"
 CRNN = peers.PeerModel("crnn", "CRNN (time-major)", f"{ZOO}:crnn", f"{ZOO}:digits", f"{ZOO}:sequence_accuracy",
