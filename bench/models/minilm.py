@@ -53,7 +53,20 @@ def encoder():
 @functools.lru_cache(maxsize=1)
 def sentences() -> list[str]:
     """Paragraphs of the standard library's docstrings (modules, functions, classes and their methods):
-    real English and code-speak, several thousand, in a fixed shuffled order, the same every run."""
+    real English and code-speak, several thousand, in a fixed shuffled order, the same every run.
+
+    Collected in a fresh isolated interpreter: in this process, libraries already imported (torch
+    replaces inspect.getfile, transformers adds methods to logging.Logger) would change the text, and
+    with it which paragraphs are val and which train, from one process to the next."""
+    import json
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-I", __file__, "--sentences"], capture_output=True, text=True,
+                          check=True)
+    return json.loads(done.stdout)
+
+
+def _collected() -> list[str]:
     import random
 
     found = set()
@@ -81,12 +94,19 @@ def _quietly_imported(name: str):
 
 
 def _documented(module, name: str) -> list:
-    """The module, its callables, and the callables of the classes it defines."""
+    """The module, the functions and classes it defines, and the methods those classes define: only what
+    the module itself holds, so that the text is the same whatever else the process has imported (the
+    attributes a package gains from submodules imported elsewhere, or methods a library patches into a
+    class, would change the val split)."""
+    def own(key: str, value) -> bool:  # public, and defined here, not patched in by a library
+        return not key.startswith("_") and callable(value) and getattr(value, "__module__", None) == name
+
     members = [module]
-    for _, member in inspect.getmembers(module, callable):
-        members.append(member)
-        if inspect.isclass(member) and getattr(member, "__module__", "") == name:
-            members += [method for _, method in inspect.getmembers(member, callable)]
+    for key, member in sorted(vars(module).items()):
+        if own(key, member):
+            members.append(member)
+            if inspect.isclass(member):
+                members += [method for attr, method in sorted(vars(member).items()) if own(attr, method)]
     return members
 
 
@@ -139,3 +159,9 @@ def cosine(outputs: np.ndarray, labels: np.ndarray) -> float:
     a = outputs / np.linalg.norm(outputs, axis=-1, keepdims=True).clip(1e-12)
     b = labels / np.linalg.norm(labels, axis=-1, keepdims=True).clip(1e-12)
     return float((a * b).sum(-1).mean() * 100.0)
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--sentences"]:
+    import json
+
+    print(json.dumps(_collected()))
