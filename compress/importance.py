@@ -26,7 +26,7 @@ def _sum_except(tensor, axis: int):
 def _removal_effects(module) -> tuple | None:
     """(per out-channel, per in-channel) sums of weight x gradient for this module's last backward pass."""
     weight = getattr(module, "weight", None)
-    if not hasattr(weight, "grad") or weight is None or weight.grad is None:
+    if weight is None or getattr(weight, "grad", None) is None:
         return None
     product = (weight * weight.grad).detach()
     axis = _out_axis(module)
@@ -55,6 +55,7 @@ class OutputImportance:
     def collect(self, model, batches: list, device=None) -> None:
         import torch
 
+        from edgeslim.core.axes import flat_outputs
         from edgeslim.core.model_io import run_model
 
         generator = torch.Generator().manual_seed(0)
@@ -66,9 +67,9 @@ class OutputImportance:
                 for _ in range(self.projections):
                     model.zero_grad(set_to_none=True)
                     with torch.enable_grad():
-                        outputs = _flat(run_model(model, inputs, device))
-                        projected = sum(self._projected(out, generator)
-                                        for out in outputs if out.is_floating_point() and out.requires_grad)
+                        outputs = flat_outputs(run_model(model, inputs, device))
+                        projected = sum(self._projected(out, generator) for out in outputs
+                                        if torch.is_tensor(out) and out.is_floating_point() and out.requires_grad)
                     if not torch.is_tensor(projected):
                         return
                     projected.backward()
@@ -133,10 +134,3 @@ class OutputImportance:
             return per_head.repeat_interleave(total.shape[1] // heads)
         return total.pow(2).mean(0)
 
-
-def _flat(outputs) -> list:
-    if isinstance(outputs, dict):
-        return [value for value in outputs.values() if hasattr(value, "is_floating_point")]
-    if isinstance(outputs, (tuple, list)):
-        return [value for value in outputs if hasattr(value, "is_floating_point")]
-    return [outputs]

@@ -315,8 +315,9 @@ def every_layer_traced(model):
             hook.remove()
 
 
-def _importance(model, config: PruneConfig, ctx, heads: dict):
-    """torch-pruning's weight-norm importance, or edgeslim's output importance measured on train batches;
+def _importance(model, config: PruneConfig, ctx, heads: dict) -> tuple:
+    """(the importance, {used, asked, why}): torch-pruning's weight norm, or edgeslim's output importance
+    measured on train batches;
     `auto` takes output importance for embeddings and features (all-MiniLM-L6-v2 pruned by 0.3 kept a
     mean cosine of 0.85 with it against 0.68 by weight norm), weight norm for class logits, where the
     two measured alike."""
@@ -329,9 +330,9 @@ def _importance(model, config: PruneConfig, ctx, heads: dict):
         used = "l2" if logits or not batches else "output"
         why = ("no data to measure on" if not batches else "the output is class logits" if logits
                else "the output is an embedding or features")
-    ctx.record(prune_importance={"used": used, "asked": config.importance, "why": why})
+    chosen = {"used": used, "asked": config.importance, "why": why}
     if used != "output":
-        return tp.importance.GroupMagnitudeImportance(p=2 if used == "l2" else 1)
+        return tp.importance.GroupMagnitudeImportance(p=2 if used == "l2" else 1), chosen
     from edgeslim.compress.importance import OutputImportance
 
     scorer = OutputImportance(heads, logits=logits)
@@ -339,7 +340,7 @@ def _importance(model, config: PruneConfig, ctx, heads: dict):
         scorer.collect(model, [inputs for inputs, _ in batches[:config.importance_batches]])
     log(f"prune: output importance from {min(len(batches), config.importance_batches)} batches "
         f"({timer.seconds:.1f} s)")
-    return scorer
+    return scorer, chosen
 
 
 def _outputs_logits(model, batches: list, ctx) -> bool:
@@ -406,8 +407,8 @@ def prune(model, config: PruneConfig, ctx):
     run = recorded_run(model, ctx.example_inputs)   # once: the output layers and what feeds the output
     ignored = output_layers(run) + _check_ignore(model, config.ignore) + whole
     heads = {layer: attention.heads for attention in attentions for layer in attention.projections}
-    importance = _importance(model, config, ctx, heads)
-    ctx.records["prune_importance"]["global"] = _ranked_globally(config, importance)
+    importance, chosen = _importance(model, config, ctx, heads)
+    ctx.record(prune_importance={**chosen, "global": _ranked_globally(config, importance)})
     try:
         pruner = _pruner(model, config, ctx.example_inputs, attentions, ignored, importance)
         ignore_groups_reaching(pruner, whole)
