@@ -315,7 +315,7 @@ def every_layer_traced(model):
             hook.remove()
 
 
-def _importance(model, config: PruneConfig, ctx, heads: dict) -> tuple:
+def _importance(model, config: PruneConfig, ctx, heads: dict, output_shape: tuple) -> tuple:
     """(the importance, {used, asked, why}): torch-pruning's weight norm, or edgeslim's output importance
     measured on train batches;
     `auto` takes output importance for embeddings and features (all-MiniLM-L6-v2 pruned by 0.3 kept a
@@ -324,7 +324,7 @@ def _importance(model, config: PruneConfig, ctx, heads: dict) -> tuple:
     import torch_pruning as tp
 
     batches = (ctx.data.train or ctx.data.val) if getattr(ctx, "data", None) else []
-    logits = bool(batches) and _outputs_logits(model, batches, ctx)
+    logits = bool(batches) and _outputs_logits(output_shape, batches, ctx)
     used, why = config.importance, "named in the config"
     if used == "auto":
         used = "l2" if logits or not batches else "output"
@@ -343,17 +343,12 @@ def _importance(model, config: PruneConfig, ctx, heads: dict) -> tuple:
     return scorer, chosen
 
 
-def _outputs_logits(model, batches: list, ctx) -> bool:
-    """Whether the model's output is class logits, as distillation would decide (its `auto` loss)."""
-    import torch
-
+def _outputs_logits(output_shape: tuple, batches: list, ctx) -> bool:
+    """Whether the model's first output (of `output_shape`) is class logits, as distillation would decide
+    (its `auto` loss)."""
     from edgeslim.compress.distill_losses import choose_loss
-    from edgeslim.compress.train import first_output
-    from edgeslim.core.model_io import run_model
 
-    with torch.no_grad():
-        shape = tuple(first_output(run_model(model.eval(), batches[0][0])).shape)
-    loss, _ = choose_loss("auto", shape, [labels for _, labels in batches], getattr(ctx, "metric", None))
+    loss, _ = choose_loss("auto", output_shape, [labels for _, labels in batches], getattr(ctx, "metric", None))
     return loss in ("kl", "sequence_kl")
 
 
@@ -407,7 +402,8 @@ def prune(model, config: PruneConfig, ctx):
     run = recorded_run(model, ctx.example_inputs)   # once: the output layers and what feeds the output
     ignored = output_layers(run) + _check_ignore(model, config.ignore) + whole
     heads = {layer: attention.heads for attention in attentions for layer in attention.projections}
-    importance, chosen = _importance(model, config, ctx, heads)
+    # the recorded run's first output tells logits from embeddings: no second run of the model
+    importance, chosen = _importance(model, config, ctx, heads, tuple(run[1][0].shape))
     ctx.record(prune_importance={**chosen, "global": _ranked_globally(config, importance)})
     try:
         pruner = _pruner(model, config, ctx.example_inputs, attentions, ignored, importance)
