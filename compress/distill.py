@@ -82,8 +82,10 @@ def distill(model, config: DistillConfig, ctx):
                          temperature=config.temperature, alpha=config.alpha, seed=config.seed, loss=loss,
                          device=config.device, features=config.features, feature_weight=config.feature_weight,
                          patience=config.patience, checkpoint=checkpoint_path(ctx, config) if config.resume else None)
+    history: list[dict] = []
     fit(model, train, options, label=f"{ctx.candidate}: distill", teacher=ctx.teacher,
-        val=ctx.data.val, metric=ctx.metric)
+        val=ctx.data.val, metric=ctx.metric, history=history)
+    ctx.record(distill_history=history)
     if ctx.data.val:
         ctx.record(val_after_distill=evaluate_torch(model, ctx.data.val, ctx.metric))
     return model

@@ -189,8 +189,10 @@ def qat(model, config: QatConfig, ctx):
     options = FitOptions(epochs=config.epochs, lr=config.lr, temperature=config.temperature, alpha=config.alpha,
                          seed=config.seed, device=config.device, keep_start=config.keep_best, loss=loss,
                          patience=config.epochs if config.keep_best else 0)
+    history: list[dict] = []
     fit(quantized, train, options, label=f"{ctx.candidate}: qat", teacher=ctx.teacher if config.distill else None,
-        val=ctx.data.val, metric=ctx.metric)
+        val=ctx.data.val, metric=ctx.metric, history=history)
+    ctx.record(qat_history=history)
     stripped = nncf.strip(quantized, do_copy=True, strip_format=nncf.StripFormat.NATIVE, example_input=example)
     with torch.no_grad():
         stripped.eval()

@@ -142,11 +142,12 @@ def _state_digest(model) -> str:
     return digest.hexdigest()[:16]
 
 
-def fit(model, train, options: FitOptions, label: str, teacher=None, val=None, metric=None):
+def fit(model, train, options: FitOptions, label: str, teacher=None, val=None, metric=None, history=None):
     """Train `model` on (inputs, labels) batches; with a teacher, by knowledge distillation.
 
     With `patience`, stops when the val metric has not improved for that many epochs and keeps the
     best epoch's weights. With `checkpoint`, saves every epoch and resumes a run that was cut off.
+    With a `history` list, appends one `epoch_record` per epoch (the report draws them as curves).
     """
     import copy
 
@@ -172,11 +173,13 @@ def fit(model, train, options: FitOptions, label: str, teacher=None, val=None, m
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=options.lr,
                                                    total_steps=max(options.epochs * len(train), 1))
     start, best, best_state, stale = 1, None, None, 0
+    history = [] if history is None else history
     start_digest = _state_digest(model)
     resumed = _resume(options.checkpoint, start_digest, model, optimizer, schedule, features)
     if resumed:
         start, best, stale = resumed["epoch"] + 1, resumed["best"], resumed["stale"]
         best_state = resumed.get("best_state")
+        history[:] = resumed.get("history", [])
         for _ in range(start - 1):
             order.sample(train, len(train))  # the same batch order as an uninterrupted run
         log(f"{label}: resumed from {options.checkpoint} after epoch {resumed['epoch']}")
@@ -203,6 +206,7 @@ def fit(model, train, options: FitOptions, label: str, teacher=None, val=None, m
                 schedule.step()
                 total += loss.item()
         score = evaluate_torch(model, val, metric) if val and metric else None
+        history.append(epoch_record(epoch, total / max(len(train), 1), score, schedule, timer.seconds))
         log(f"{label} epoch {epoch}/{options.epochs}: loss {total / max(len(train), 1):.4f}"
             f"{'' if score is None else f', val {score:.2f}'} ({timer.seconds:.1f} s, {device.type})")
         if score is not None and (best is None or score > best):
@@ -211,7 +215,8 @@ def fit(model, train, options: FitOptions, label: str, teacher=None, val=None, m
                 best_state = copy.deepcopy(model.state_dict())
         else:
             stale += 1
-        _save(options.checkpoint, start_digest, epoch, best, stale, best_state, model, optimizer, schedule, features)
+        _save(options.checkpoint, start_digest, epoch, best, stale, best_state, model, optimizer, schedule, features,
+              history)
         if options.patience and stale >= options.patience:
             log(f"{label}: early stop after epoch {epoch}: no better val score for {stale} epochs (best {best:.2f})")
             break
@@ -227,7 +232,14 @@ def fit(model, train, options: FitOptions, label: str, teacher=None, val=None, m
     return model.to("cpu").eval()
 
 
-def _save(path, digest, epoch, best, stale, best_state, model, optimizer, schedule, features) -> None:
+def epoch_record(epoch: int, loss: float, val: float | None, schedule, seconds: float) -> dict:
+    """One epoch of training as the manifest keeps it: mean train loss, val metric (None without val data),
+    learning rate at the epoch's end and wall seconds."""
+    return {"epoch": epoch, "loss": round(float(loss), 6), "val": None if val is None else round(float(val), 4),
+            "lr": float(schedule.get_last_lr()[0]), "seconds": round(seconds, 3)}
+
+
+def _save(path, digest, epoch, best, stale, best_state, model, optimizer, schedule, features, history) -> None:
     import torch
 
     if not path:
@@ -236,6 +248,7 @@ def _save(path, digest, epoch, best, stale, best_state, model, optimizer, schedu
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {"start_digest": digest, "epoch": epoch, "best": best, "stale": stale, "best_state": best_state,
              "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+             "history": list(history),
              "adapters": {name: a.state_dict() for name, a in (features.adapters.items() if features else [])}}
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save(state, tmp)

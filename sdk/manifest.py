@@ -92,6 +92,18 @@ class KeptWhole:
 
 
 @dataclass
+class EpochRecord:
+    """One epoch of distillation or QAT: mean train loss, val metric, learning rate at its end, seconds."""
+
+    OPEN: ClassVar[bool] = True
+    epoch: int = field(metadata={"minimum": 1})
+    loss: float
+    val: float | None = None
+    lr: float | None = None
+    seconds: float | None = None
+
+
+@dataclass
 class BuildMetrics:
     """What was measured when the bundle was built."""
 
@@ -121,6 +133,8 @@ class BuildMetrics:
                        "(a size mode the user asked for)."})
     graph_optimization: dict[str, Any] | None = field(default=None, metadata={
         "description": "The optimize step: the ops onnxruntime fused, whether the fused graph was kept, and why not."})
+    distill_history: list[EpochRecord] | None = None
+    qat_history: list[EpochRecord] | None = None
 
 
 @dataclass

@@ -51,12 +51,16 @@ def test_feature_distillation_trains_adapters_to_the_teacher(weights, data):
 
 def test_early_stopping_keeps_the_best_epoch(weights, data, capsys, progress_on):
     teacher, student = _teacher_and_student(weights)
+    history = []
     fit(student, data.train, FitOptions(epochs=30, lr=3e-3, patience=2), "es", teacher=teacher, val=data.val,
-        metric=top1)
+        metric=top1, history=history)
     err = capsys.readouterr().err
     assert "early stop after epoch" in err and "epoch 30/30" not in err
     best = max(float(line.split(", val ")[1].split(" ")[0]) for line in err.splitlines() if ", val " in line)
     assert evaluate_torch(student, data.val, top1) == pytest.approx(best, abs=0.005)  # the log rounds to 2 places
+    assert [row["epoch"] for row in history] == list(range(1, len(history) + 1)) and 3 <= len(history) < 30
+    assert max(row["val"] for row in history) == pytest.approx(best, abs=0.005)
+    assert history[-1]["loss"] < history[0]["loss"] and all(row["seconds"] > 0 for row in history)
 
 
 class Interrupting(torch.nn.Module):
@@ -90,10 +94,13 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(weights, data, tmp_
     resumed.body[3] = torch.nn.Conv2d(32, 64, 3, padding=1)
     resumed.load_state_dict(start)  # the same starting weights: the checkpoint belongs to this run
     wrapped = Interrupting(resumed, calls=10**9)
-    fit(wrapped, data.train, options, "again", teacher=teacher)
+    history = []
+    fit(wrapped, data.train, options, "again", teacher=teacher, history=history)
     err = capsys.readouterr().err
     assert "again: resumed from" in err and "after epoch 2" in err and "again epoch 3/4" in err
     assert "again epoch 1/4" not in err
+    assert [row["epoch"] for row in history] == [1, 2, 3, 4]  # the epochs before the cut came with the checkpoint
+    assert history[-1]["lr"] < history[0]["lr"]  # one-cycle schedule: annealed by the end
     assert not (tmp_path / "ckpt.pt").exists()
     for name, value in uninterrupted.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[name], value, rtol=1e-4, atol=1e-5)
