@@ -16,6 +16,44 @@ def built_text(manifest: dict, out: Path) -> str:
     return f"wrote {out}: {metrics['size_bytes'] / 1024:.1f} KB, {metrics['params']:,} params{accuracy}{note}"
 
 
+# compress warns where the bundle's accuracy falls below its source's by more than this fraction of it.
+WARN_ACCURACY_DROP = 0.02
+
+
+def gain_text(manifest: dict) -> str | None:
+    """'pkd: 17.3 KB (12.8x smaller than the 222.0 KB fp32 export), accuracy 97.50 (-2.22 points against 99.72)':
+    the bundle against metrics["source"], the unchanged model's fp32 export (None where it was not measured)."""
+    metrics = manifest["metrics"]
+    source = metrics.get("source")
+    if not source:
+        return None
+    size, before = metrics["size_bytes"], source["size_bytes"]
+    ratio = f"{before / size:.1f}x smaller than" if before >= size else f"{size / before:.1f}x larger than"
+    text = f"{manifest['name']}: {_kilobytes(size)} ({ratio} the {_kilobytes(before)} {source['what']})"
+    if metrics.get("accuracy") is not None and source.get("accuracy") is not None:
+        delta = metrics["accuracy"] - source["accuracy"]
+        text += f", accuracy {metrics['accuracy']:.2f} ({delta:+.2f} points against {source['accuracy']:.2f})"
+    return text
+
+
+def accuracy_drop_warning(manifest: dict) -> str | None:
+    """The warning for a bundle whose accuracy falls below its source's by more than WARN_ACCURACY_DROP of it
+    (none where --max-accuracy-drop set the limit: its own gate says whether the bundle met it)."""
+    metrics = manifest["metrics"]
+    source = metrics.get("source") or {}
+    if metrics.get("accuracy") is None or source.get("accuracy") is None or metrics.get("accuracy_control"):
+        return None
+    drop = source["accuracy"] - metrics["accuracy"]
+    if drop <= WARN_ACCURACY_DROP * abs(source["accuracy"]):
+        return None
+    return (f"{manifest['name']}: accuracy {metrics['accuracy']:.2f} is {drop:.2f} points below the "
+            f"{source['what']}'s {source['accuracy']:.2f}, a drop of more than {WARN_ACCURACY_DROP:.0%}")
+
+
+def _kilobytes(size: int) -> str:
+    return f"{size / 1024:.1f} KB"
+
+
 def budget_text(budget: dict) -> str:
     """A manifest's metrics["budget"]: where the bundle landed against the budget, at which ratio."""
     unit = budget["unit"]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeslim.core.progress import log, warn
+from edgeslim.core.progress import log, progress, warn
 
 FORMS = ("nncf", "ort", "dynamic", "weights")
 BACKENDS = ("auto", *FORMS)
@@ -84,17 +84,22 @@ def _ort(model, samples, config, ctx):
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Samples(CalibrationDataReader):
-        def __init__(self):
-            self.pending = iter(samples)
+        def __init__(self, advance):
+            self.pending, self.advance = iter(samples), advance
 
         def get_next(self):
-            return next(self.pending, None)
+            item = next(self.pending, None)
+            if item is not None:
+                self.advance()
+            return item
 
     def quantize(source, target):
-        quantize_static(source, target, Samples(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        reduce_range=config.overflow_fix == "enable", activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, nodes_to_exclude=list(config.in_float),
-                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, **FLOAT_BY_DEFAULT})
+        with progress("onnxruntime calibration", total=len(samples), unit="samples") as advance:
+            quantize_static(source, target, Samples(advance), quant_format=QuantFormat.QDQ, per_channel=True,
+                            reduce_range=config.overflow_fix == "enable", activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, nodes_to_exclude=list(config.in_float),
+                            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
+                                           **FLOAT_BY_DEFAULT})
 
     return through_files(model, quantize)
 

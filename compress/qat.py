@@ -17,7 +17,7 @@ from typing import ClassVar
 
 from edgeslim.compress.quantize import check_overflow_fix
 from edgeslim.compress.registry import StepConfig, register_step, require
-from edgeslim.core.progress import log
+from edgeslim.core.progress import log, progress
 
 
 @dataclass
@@ -156,11 +156,10 @@ def qat(model, config: QatConfig, ctx):
     import torch
 
     from edgeslim.compress.distill import fitting_loss
-    from edgeslim.compress.sensitivity import quiet_nncf
+    from edgeslim.compress.quantize import counted
     from edgeslim.compress.train import FitOptions, evaluate_torch, fit
     from edgeslim.core.model_io import to_args
 
-    quiet_nncf()
     try:
         import torchao  # noqa: F401  (nncf.strip to torch's native quantize ops needs it)
     except ImportError:
@@ -179,8 +178,9 @@ def qat(model, config: QatConfig, ctx):
     log(f"{ctx.candidate}: qat: inserting quantizers (calibration on up to {config.subset_size} samples)")
     # As on the ONNX path: attention gets NNCF's transformer rules (its inner matmuls stay float).
     has_attention = any(isinstance(m, torch.nn.MultiheadAttention) for m in model.modules())
-    quantized = nncf.quantize(model, nncf.Dataset(inputs), subset_size=config.subset_size,
-                              model_type=nncf.ModelType.TRANSFORMER if has_attention else None)
+    with progress(f"{ctx.candidate}: qat calibration", total=len(inputs), unit="samples") as advance:
+        quantized = nncf.quantize(model, nncf.Dataset(inputs, counted(advance)), subset_size=config.subset_size,
+                                  model_type=nncf.ModelType.TRANSFORMER if has_attention else None)
     example = to_args(ctx.example_inputs)[0][0][:1]
     narrowed = narrow_weight_ranges(quantized, (example,), config.overflow_fix)
     ctx.record(qat_weights_7bit=narrowed, qat_batchnorm_folded=folded)

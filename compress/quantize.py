@@ -12,7 +12,7 @@ from typing import ClassVar
 import numpy as np
 
 from edgeslim.compress.registry import StepConfig, register_step, require
-from edgeslim.core.progress import log
+from edgeslim.core.progress import log, progress
 
 
 @dataclass
@@ -155,21 +155,30 @@ def _nncf_quantize(model, samples: list[dict], config: Int8Config, keep: list[st
     import nncf
     from nncf.quantization.advanced_parameters import QuantizationParameters
 
-    from edgeslim.compress.sensitivity import quiet_nncf
-
-    quiet_nncf()
     overflow_fix = nncf.OverflowFix[config.overflow_fix.upper()]  # ENABLE, FIRST_LAYER, DISABLE
-    return nncf.quantize(
-        model,
-        nncf.Dataset(samples),
-        preset=nncf.QuantizationPreset.PERFORMANCE if config.preset == "performance" else nncf.QuantizationPreset.MIXED,
-        subset_size=len(samples),
-        fast_bias_correction=config.fast_bias_correction,
-        model_type=nncf.ModelType.TRANSFORMER if looks_like_transformer(model) else None,
-        ignored_scope=nncf.IgnoredScope(names=keep, validate=False) if keep else None,
-        advanced_parameters=nncf.AdvancedQuantizationParameters(
-            overflow_fix=overflow_fix, activations_quantization_params=QuantizationParameters(per_channel=False)),
-    )
+    with progress("NNCF calibration", total=len(samples), unit="samples") as advance:
+        return nncf.quantize(
+            model,
+            nncf.Dataset(samples, counted(advance)),
+            preset=nncf.QuantizationPreset.PERFORMANCE if config.preset == "performance"
+            else nncf.QuantizationPreset.MIXED,
+            subset_size=len(samples),
+            fast_bias_correction=config.fast_bias_correction,
+            model_type=nncf.ModelType.TRANSFORMER if looks_like_transformer(model) else None,
+            ignored_scope=nncf.IgnoredScope(names=keep, validate=False) if keep else None,
+            advanced_parameters=nncf.AdvancedQuantizationParameters(
+                overflow_fix=overflow_fix, activations_quantization_params=QuantizationParameters(per_channel=False)),
+        )
+
+
+def counted(advance):
+    """nncf.Dataset's transform: each item as it is, advancing a progress bar. NNCF goes over the samples once
+    per statistics pass (two with SmoothQuant), so a bar's total counts one pass."""
+    def transform(item):
+        advance()
+        return item
+
+    return transform
 
 
 @register_step(DynamicConfig)

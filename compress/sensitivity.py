@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgeslim.core.progress import log
+from edgeslim.core.progress import log, progress
 
 QUANTIZABLE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -35,15 +35,6 @@ def evaluate_proto(model, batches: list, input_names: list[str], metric) -> floa
 
     axes = output_batch_axes(predict, batches[0][0]) if batches else {}
     return evaluate(predict, batches, metric, batch_axis=axes)
-
-
-def quiet_nncf() -> None:
-    """NNCF logs every ignored node at INFO; edgeslim prints its own progress."""
-    import logging
-
-    import nncf
-
-    nncf.set_log_level(logging.WARNING)
 
 
 class Quantizer:
@@ -77,17 +68,25 @@ def sensitivity_table(quantizer: Quantizer, all_int8: float, both: bool = True) 
     """
     names = [name for name, _ in quantizer.layers]
     rows = []
-    for index, (name, op) in enumerate(quantizer.layers, 1):
-        row = {"layer": name, "op": op, "alone_in_float": quantizer.score(quantizer.quantize([name]))}
-        row["gain_in_float"] = row["alone_in_float"] - all_int8
-        if both:
-            row["alone_quantized"] = quantizer.score(quantizer.quantize([n for n in names if n != name]))
-            row["drop_quantized"] = quantizer.fp32_accuracy - row["alone_quantized"]
-        rows.append(row)
-        log(f"sensitivity {index}/{len(names)}: {name} ({op}) in float {row['alone_in_float']:.2f}"
-            + (f", alone quantized {row['alone_quantized']:.2f}" if both else ""))
+    with progress("sensitivity", total=len(names), unit="layers") as advance:
+        for index, (name, op) in enumerate(quantizer.layers, 1):
+            row = _sensitivity_row(quantizer, name, op, all_int8, both)
+            rows.append(row)
+            log(f"sensitivity {index}/{len(names)}: {name} ({op}) in float {row['alone_in_float']:.2f}"
+                + (f", alone quantized {row['alone_quantized']:.2f}" if both else ""))
+            advance()
     rows.sort(key=lambda r: (-r["gain_in_float"], -r.get("drop_quantized", 0.0)))
     return rows
+
+
+def _sensitivity_row(quantizer: Quantizer, name: str, op: str, all_int8: float, both: bool) -> dict:
+    row = {"layer": name, "op": op, "alone_in_float": quantizer.score(quantizer.quantize([name]))}
+    row["gain_in_float"] = row["alone_in_float"] - all_int8
+    if both:
+        others = [layer for layer, _ in quantizer.layers if layer != name]
+        row["alone_quantized"] = quantizer.score(quantizer.quantize(others))
+        row["drop_quantized"] = quantizer.fp32_accuracy - row["alone_quantized"]
+    return row
 
 
 @dataclass

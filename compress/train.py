@@ -7,7 +7,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeslim.core.progress import Timer, log
+from edgeslim.core.progress import Timer, log, progress
 
 
 @dataclass
@@ -187,7 +187,7 @@ def fit(model, train, options: FitOptions, label: str, teacher=None, val=None, m
         best, best_state = evaluate_torch(model, val, metric), copy.deepcopy(model.state_dict())
         log(f"{label}: val {best:.2f} before fine-tuning")
     for epoch in range(start, options.epochs + 1):
-        with Timer() as timer:
+        with Timer() as timer, progress(f"{label} epoch {epoch}/{options.epochs}", total=len(train)) as advance:
             model.train()
             total = 0.0
             for inputs, target in order.sample(train, len(train)):
@@ -205,6 +205,7 @@ def fit(model, train, options: FitOptions, label: str, teacher=None, val=None, m
                 optimizer.step()
                 schedule.step()
                 total += loss.item()
+                advance()
         score = evaluate_torch(model, val, metric) if val and metric else None
         history.append(epoch_record(epoch, total / max(len(train), 1), score, schedule, timer.seconds))
         log(f"{label} epoch {epoch}/{options.epochs}: loss {total / max(len(train), 1):.4f}"

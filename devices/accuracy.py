@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from edgeslim.core.data import feed_for
 from edgeslim.core.evaluate import evaluate as evaluate_predict
+from edgeslim.core.progress import progress as progress_bar
 
 
 def evaluate(model, batches: list, metric, progress=None) -> float:
@@ -15,5 +16,7 @@ def evaluate(model, batches: list, metric, progress=None) -> float:
         result = model.predict(feed_for(inputs, names))
         return result if isinstance(result, dict) else {first: result}  # one output comes back bare
 
-    return evaluate_predict(predict, batches, metric, what=f"bundle '{model.name}'", progress=progress,
-                            batch_axis={spec.name: spec.batch_axis for spec in model.outputs})
+    with progress_bar(f"{model.name}: accuracy", total=len(batches)) as advance:
+        return evaluate_predict(predict, batches, metric, what=f"bundle '{model.name}'",
+                                progress=progress or (lambda done, total: advance()),
+                                batch_axis={spec.name: spec.batch_axis for spec in model.outputs})

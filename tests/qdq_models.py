@@ -46,9 +46,7 @@ def nncf_int8(model, samples: list[dict], in_float=(), overflow_fix: str = "enab
     from nncf.quantization.advanced_parameters import QuantizationParameters
 
     from edgeslim.compress.quantize import looks_like_transformer
-    from edgeslim.compress.sensitivity import quiet_nncf
 
-    quiet_nncf()
     return nncf.quantize(
         model, nncf.Dataset(samples), preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(samples),
         fast_bias_correction=True, model_type=nncf.ModelType.TRANSFORMER if looks_like_transformer(model) else None,
