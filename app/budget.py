@@ -200,7 +200,8 @@ def compress_to_budget(job, options: PlanOptions, budget: Budget) -> dict:
     ratio = search_ratio(Prober(model, data, budget, options, metric, target))
     steps = plan_steps(replace(options, prune=round(ratio, 4)))
     return build_bundle(model, steps, data, job.out, job.name, metric, job.export, force=job.force,
-                        device=job.device, finish=_landed(budget, target, ratio, options.round_to))
+                        device=job.device, finish=_landed(budget, target, ratio, options.round_to),
+                        source=job.source(model, data), measure_source=True)
 
 
 def _landed(budget: Budget, target, ratio: float, round_to: int):

@@ -56,6 +56,12 @@ class BuildJob:
 
         return load_model(self.model, self.weights), load_data(self.data), load_metric(self.metric)
 
+    def source(self, model, data: DataSplits) -> dict:
+        """The manifest's source_model: this job's specs, the weights file's sha256, `model`'s parameters."""
+        from edgeslim.report.provenance import source_model
+
+        return source_model(model, self.model, self.weights, self.data, data.val)
+
 
 def build_job(job: BuildJob, steps: list) -> dict:
     """Check the order of `steps`, load what the job names, and build its bundle; return the manifest."""
@@ -63,12 +69,14 @@ def build_job(job: BuildJob, steps: list) -> dict:
 
     check_order(steps)
     model, data, metric = job.load()
-    return build_bundle(model, steps, data, job.out, job.name, metric, job.export, force=job.force, device=job.device)
+    return build_bundle(model, steps, data, job.out, job.name, metric, job.export, force=job.force, device=job.device,
+                        source=job.source(model, data), measure_source=bool(steps))
 
 
 def build_bundle(base_model, steps: list, data: DataSplits, out_dir: Path, name: str, metric,
                  export_config=None, torch_cache: dict | None = None, force: bool = False,
-                 device: str = "cpu", finish: Finish | None = None) -> dict:
+                 device: str = "cpu", finish: Finish | None = None, source: dict | None = None,
+                 measure_source: bool = False) -> dict:
     """Apply `steps` to a copy of `base_model`, export, quantize, and write the bundle; return its manifest.
 
     `force` writes the bundle beside files of the user's that a folder at `out_dir` holds (see
@@ -76,7 +84,9 @@ def build_bundle(base_model, steps: list, data: DataSplits, out_dir: Path, name:
     built for: INT8 settings follow its instruction set and INT8 forms are timed there.
 
     `torch_cache` lets candidates that share their torch steps (pruned-kd and pruned-kd-int8) prune
-    and distill once. `finish` measures the staged bundle (see write_verified_bundle).
+    and distill once. `finish` measures the staged bundle (see write_verified_bundle). `source` is the
+    manifest's source_model (edgeslim.report.provenance.source_model): which model the bundle comes from.
+    `measure_source` records metrics["source"], the unchanged model's fp32 export (see fp32_source).
     """
     from edgeslim.compress import apply_step, check_order
     from edgeslim.export.onnx_export import ExportConfig, check_parity, export_onnx
@@ -92,10 +102,14 @@ def build_bundle(base_model, steps: list, data: DataSplits, out_dir: Path, name:
         log(f"{name}: export to ONNX (opset {export_config.opset}, dynamic batch)")
         proto, in_names, _ = export_onnx(model, sample, export_config)
         ctx.input_names = in_names
+        if measure_source:
+            unchanged = not any(step.stage == "torch" for step in steps)
+            exported = (proto, in_names) if unchanged else None
+            ctx.record(source=fp32_source(base_model, data, metric, export_config, exported))
         parity_batches = [inputs for inputs, _ in data.val] or data.calibration_inputs()
         parity = check_parity(model, proto, parity_batches, in_names, _parity_config(proto, export_config))
         for step in (s for s in steps if s.stage == "onnx"):
-            log(f"{name}: {step.name} {_options(step)}")
+            log(f"{name}: {step.name} {_options(step)}".rstrip())
             proto = apply_step(proto, step, ctx)
         kernels = _int8_kernel_check(proto, parity_batches, in_names, name)
         coverage = _int8_coverage(proto, steps, ctx)
@@ -103,7 +117,8 @@ def build_bundle(base_model, steps: list, data: DataSplits, out_dir: Path, name:
                **({"int8_coverage": coverage} if coverage else {}), **ctx.records}
     compression = [step.to_dict() for step in steps]
     return write_verified_bundle(proto, out_dir, name, compression, metrics, data, metric,
-                                 {"export": export_config.to_dict()}, force, finish)
+                                 {"export": export_config.to_dict(), **({"source_model": source} if source else {})},
+                                 force, finish)
 
 
 QUANTIZED_RTOL = 0.05
@@ -221,7 +236,7 @@ def _torch_stage(base_model, steps: list, ctx: StepContext, cache: dict | None):
         return copy.deepcopy(model)
     model = copy.deepcopy(base_model).eval()
     for step in steps:
-        log(f"{ctx.candidate}: {step.name} {_options(step)}")
+        log(f"{ctx.candidate}: {step.name} {_options(step)}".rstrip())
         model = apply_step(model, step, ctx)
     if cache is not None:
         cache[key] = (copy.deepcopy(model), dict(ctx.records))
@@ -229,9 +244,28 @@ def _torch_stage(base_model, steps: list, ctx: StepContext, cache: dict | None):
 
 
 def _options(step) -> str:
-    from dataclasses import asdict
+    """The options a step was given other than their defaults: 'ratio=0.5', '' for none."""
+    from dataclasses import MISSING, fields
 
-    return " ".join(f"{k}={v}" for k, v in asdict(step).items() if k != "version")
+    def default(option):
+        return option.default_factory() if option.default_factory is not MISSING else option.default
+
+    return " ".join(f"{option.name}={getattr(step, option.name)}" for option in fields(step)
+                    if option.name != "version" and getattr(step, option.name) != default(option))
+
+
+def fp32_source(base_model, data: DataSplits, metric, export_config, exported: tuple | None = None) -> dict:
+    """The unchanged model's fp32 export, which `compress` states its gain against: its size in bytes and its
+    accuracy through onnxruntime on the val data (None without). `exported`: (proto, input names) of that
+    export where the build has made it already."""
+    from edgeslim.compress.sensitivity import evaluate_proto
+    from edgeslim.export.onnx_export import export_onnx
+
+    if exported is None:
+        exported = export_onnx(copy.deepcopy(base_model).eval(), data.sample_inputs(), export_config)[:2]
+    proto, names = exported
+    accuracy = evaluate_proto(proto, data.val, names, metric) if data.val else None
+    return {"what": "fp32 export", "size_bytes": proto.ByteSize(), "accuracy": accuracy}
 
 
 def write_verified_bundle(proto, out_dir: Path, name: str, compression: list, metrics: dict,

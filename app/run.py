@@ -50,20 +50,6 @@ def trained_model(recipe, data, metric):
     return model.eval()
 
 
-def state_digest(model) -> str:
-    """sha256 of the weights the candidates were built from (given or trained): names, dtypes, shapes, bytes."""
-    import torch
-
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        if not isinstance(tensor, torch.Tensor):
-            continue
-        digest.update(f"{name}{tensor.dtype}{tuple(tensor.shape)}".encode())
-        # as bytes: numpy has no bfloat16
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
 def run_recipe(recipe, out: Path, force: bool = False) -> dict:
     """Build each candidate under out/<name>, validate them all, write out/report.json and .md.
 
@@ -80,6 +66,7 @@ def run_recipe(recipe, out: Path, force: bool = False) -> dict:
 def _run_recipe(recipe, out: Path, force: bool) -> dict:
     from edgeslim.build import build_bundle
     from edgeslim.compress import check_order
+    from edgeslim.core.model_io import state_digest
     from edgeslim.core.outputs import write_document
     from edgeslim.core.specs import load_data, load_metric
     from edgeslim.devices.runner import BenchConfig
@@ -87,6 +74,7 @@ def _run_recipe(recipe, out: Path, force: bool) -> dict:
     from edgeslim.export.onnx_export import ExportConfig
     from edgeslim.report.gates import GateConfig, apply_gates
     from edgeslim.report.markdown import render_markdown
+    from edgeslim.report.provenance import source_model
     from edgeslim.validate import validate_bundles
 
     for device in recipe.devices:
@@ -102,10 +90,11 @@ def _run_recipe(recipe, out: Path, force: bool) -> dict:
         model = trained_model(recipe, data, metric)
         torch_cache: dict = {}
         bundles = []
+        source = source_model(model, recipe.model, recipe.weights, recipe.data, data.val, recipe.train is not None)
         for index, candidate in enumerate(recipe.candidates, 1):
             log(f"[{index}/{len(recipe.candidates)}] building {candidate.name}")
             build_bundle(model, candidate.steps, data, out / candidate.name, candidate.name, metric, export,
-                         torch_cache, force, device=recipe.devices[0])
+                         torch_cache, force, device=recipe.devices[0], source=source)
             bundles.append(str(out / candidate.name))
         specs = {"model": recipe.model, "weights": recipe.weights, "weights_sha256": state_digest(model),
                  "data": recipe.data}

@@ -18,7 +18,7 @@ def validate_bundles(bundles: list[str], data: DataSplits, devices: list[str], m
     from edgeslim.core.errors import ConfigError
     from edgeslim.core.metrics import wanted_outputs
     from edgeslim.devices.targets import get_target
-    from edgeslim.report.provenance import data_digest, run_info
+    from edgeslim.report.provenance import data_digest, report_sources, run_info
     from edgeslim.report.schema import new_report
     from edgeslim.sdk import load
 
@@ -36,7 +36,8 @@ def validate_bundles(bundles: list[str], data: DataSplits, devices: list[str], m
     candidates = [_validate_one(bundle, model, data, targets, metric, bench_config)
                   for bundle, model in zip(bundles, models)]
     settings = {"metric": metric_name, "devices": [t.describe() for t in targets], "bench": bench_config.to_dict()}
-    run = run_info(command, data_sha256=data_digest(data.val), **(specs or {}))
+    run = {**run_info(command, data_sha256=data_digest(data.val), **(specs or {})),
+           "source_model": report_sources(candidates)}
     return new_report(baseline, candidates, settings, run)
 
 
@@ -50,9 +51,11 @@ def _validate_one(bundle, model, data: DataSplits, targets: list, metric, bench_
              "sha256": dict(model.manifest["sha256"])}
     # Build-time findings the report shows.
     for key in ("accuracy_control", "sensitivity", "int8_coverage", "int8_form", "kept_whole", "int4", "speed_note",
-                "graph_optimization"):
+                "graph_optimization", "distill_history", "qat_history"):
         if model.manifest.get("metrics", {}).get(key):
             entry[key] = model.manifest["metrics"][key]
+    if model.manifest.get("source_model"):
+        entry["source_model"] = model.manifest["source_model"]
     if data.val:
         entry["accuracy"] = evaluate(model, data.val, metric)
     by_runtime = {}

@@ -99,3 +99,19 @@ def training_device(wanted: str = "auto"):
 
 def count_params(model) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
+
+
+def state_digest(model) -> str:
+    """sha256 of a model's weights and buffers: names, dtypes, shapes and bytes (bfloat16 too)."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        if not isinstance(tensor, torch.Tensor):
+            continue
+        digest.update(f"{name}{tensor.dtype}{tuple(tensor.shape)}".encode())
+        # as bytes: numpy has no bfloat16
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

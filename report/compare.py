@@ -10,7 +10,7 @@ import math
 
 from edgeslim.core.errors import ConfigError
 from edgeslim.report.gates import GateConfig, same_bundle
-from edgeslim.report.provenance import model_name, same_model
+from edgeslim.report.provenance import describe_source, model_name, same_model, source_keys
 from edgeslim.report.schema import candidate, is_number, latency_spread, quote
 
 # With no accuracy gate, a drop against the old run larger than this fraction of its accuracy is warned about.
@@ -20,7 +20,16 @@ NOTABLE_DROP = 0.01
 def check_same_model(report: dict, old: dict, old_name: str, allow: bool) -> tuple[str, bool] | None:
     """Refuse (ConfigError) an old report of another model unless `allow`. Else None, or a note and whether
     to warn with it: a comparison allowed across models is warned about; one where a report records no
-    model (`validate` knows bundles, not the model) is only noted in the report."""
+    model (`validate` of bundles older than their source_model record) is only noted in the report.
+
+    Where both reports' bundles record their source model, the same model is the same spec, weights file
+    (sha256), parameter count and training; else the same model spec (`same_model`).
+    """
+    new_sources, old_sources = source_keys(report), source_keys(old)
+    if new_sources is not None and old_sources is not None:
+        if new_sources == old_sources:
+            return None
+        return _different(_sources_text(old), _sources_text(report), old_name, allow)
     new_model, old_model = model_name(report), model_name(old)
     if new_model is None or old_model is None:
         which = "neither report" if new_model is None and old_model is None else \
@@ -29,11 +38,26 @@ def check_same_model(report: dict, old: dict, old_name: str, allow: bool) -> tup
                 "(reports of `edgeslim run` do)", False)
     if same_model(new_model, old_model):
         return None
+    return _different(quote(old_model, 80), quote(new_model, 80), old_name, allow)
+
+
+def _different(old_model: str, new_model: str, old_name: str, allow: bool) -> tuple[str, bool]:
     if not allow:
-        raise ConfigError(f"{old_name} is a report of {quote(old_model, 80)}, this is {quote(new_model, 80)}; "
+        raise ConfigError(f"{old_name} is a report of {old_model}, this is {new_model}; "
                           "pass --allow-different-model to compare anyway")
     return (f"{old_name} is a report of {old_model}, this is {new_model}: compared anyway "
             "(--allow-different-model)", True)
+
+
+def _sources_text(report: dict) -> str:
+    """The source models of a report's candidates, as a message names them (one, normally)."""
+    texts = []
+    for entry in report["candidates"]:
+        source = entry.get("source_model")
+        text = describe_source(source) if isinstance(source, dict) else None
+        if text and text not in texts:
+            texts.append(text)
+    return " and ".join(quote(text, 200) for text in texts)
 
 
 def attach(report: dict, old: dict, old_name: str, config: GateConfig,

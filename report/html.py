@@ -4,7 +4,8 @@ installed (else the page says how to get them).
 
 The page holds what the Markdown holds, as tables: the run's metadata, the verdict, each candidate
 against the baseline (and against an old run with `--against`), latency per device with how it was
-obtained (measured, emulated, estimated), gates, integer kernels, layer sensitivity.
+obtained (measured, emulated, estimated), gates, integer kernels, layer sensitivity, and the epochs of
+distillation and QAT (a table, and their curves).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from edgeslim.report import plots
 from edgeslim.report.compare import comparison_devices, comparison_rows
 from edgeslim.report.markdown import devices_of, form_text, size_text, summary_rows
 from edgeslim.report.schema import is_number
-from edgeslim.report.summary import metadata_items, speed_text, verdict
+from edgeslim.report.summary import HISTORIES, history_rows, metadata_items, speed_text, verdict
 
 TEMPLATES = Path(__file__).parent / "templates"
 MODES = {"measured": "on the device itself",
@@ -52,6 +53,7 @@ def page_context(report: dict) -> dict:
                "kept_whole": [(entry["name"], {"reason": "", **kept}) for entry in report["candidates"]
                               for kept in entry.get("kept_whole") or []],
                "quantization": _quantization(report), "plots_available": plots.available(),
+               "training": history_rows(report), "curves": [],
                "install_hint": plots.INSTALL_HINT, "size_plot": None, "latency_plots": []}
     if context["plots_available"]:
         size = plots.size_plot(report)
@@ -61,6 +63,8 @@ def page_context(report: dict) -> dict:
                                     for device, svg in by_device.items()]
         for section in context["quantization"]:
             section["plot"] = Markup(section["plot"]) if section.get("plot") else None
+        context["curves"] = [(key.removesuffix("_history"), HISTORIES[key], Markup(svg))
+                             for key, svg in plots.history_plots(report).items()]
     context["legend"] = [{"number": numbers[entry["name"]], "name": entry["name"],
                           "status": _status(entry.get("passed")), "baseline": entry["name"] == report["baseline"]}
                          for entry in report["candidates"]]

@@ -129,7 +129,7 @@ def render_markdown(report: dict) -> str:
     lines += ["", "★: on the Pareto front of accuracy against size, or against p50 latency on that device.", "",
               _comparison(report), _kernel_lines(report), _kept_lines(report), _slower_lines(report),
               _accuracy_by_device(report),
-              _latency_details(report, devices), _quantization(report), _gate_lines(report)]
+              _latency_details(report, devices), _fine_tuning(report), _quantization(report), _gate_lines(report)]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -201,6 +201,26 @@ def _latency_details(report: dict, devices: list[str]) -> str:
                              f"| {s['throughput']:.0f} | {_num(s.get('load_ms'), 1)} "
                              f"| {_num(s.get('first_run_ms'), 2)} | {_num(s.get('peak_rss_mb'), 0)} |")
     return "\n".join(lines) + "\n"
+
+
+def _fine_tuning(report: dict) -> str:
+    """Per candidate that distilled or ran QAT: its epochs in one line (the HTML draws the curves)."""
+    from edgeslim.report.summary import history_rows
+
+    rows = history_rows(report)
+    if not rows:
+        return ""
+    lines = ["## Fine-tuning per epoch", "", "| candidate | fine-tuning | epochs | train loss, first → last "
+             "| best val | seconds |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        best = "—" if row["best_val"] is None else f"{row['best_val']:.2f} at epoch {row['best_epoch']}"
+        lines.append(f"| `{row['name']}` | {row['kind']} | {row['epochs']} | {_loss(row['first_loss'])} → "
+                     f"{_loss(row['last_loss'])} | {best} | {_num(row['seconds'], 1)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _loss(value) -> str:
+    return f"{value:.4g}" if _finite(value) else "—"
 
 
 def _accuracy_by_device(report: dict) -> str:

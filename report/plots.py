@@ -5,6 +5,8 @@ the marks, placed so that they do not collide). The groups a browser test or a s
 look for carry ids and classes: `class="mark candidate"` on each candidate's mark (also `baseline`
 on the baseline's, `old` on the old run's hollow marks), `id="pareto-front"` and `id="baseline"`
 in the accuracy-against-size plot (`latency-N-pareto-front`, `latency-N-baseline` in the Nth device's).
+The per-epoch curves of distillation and QAT are lines, one per candidate: `class="curve loss"` and
+`class="curve val"`, each with `data-candidate`.
 """
 from __future__ import annotations
 
@@ -201,6 +203,68 @@ def sensitivity_plot(rows: list[dict], limit: int = 12) -> str | None:
         ax.grid(True, axis="x", color="#e0e0e0")
         svg = _svg(fig)
     return _tagged(svg, {}, "sensitivity")
+
+
+_LINE_COLOURS = ["#1565c0", "#c62828", "#2e7d32", "#6a1b9a", "#ef6c00", "#00838f", "#4e342e", "#ad1457"]
+_LINE_STYLES = ["-", "--", ":", "-."]   # lines that coincide (candidates sharing their torch steps) both show
+
+
+def history_plots(report: dict) -> dict[str, str]:
+    """Per fine-tuning (`distill_history`, `qat_history`) some candidate recorded: train loss and val metric
+    against epoch, two panels, one line per candidate. Each line is a group `class="curve loss"` or
+    `class="curve val"` with `data-candidate`."""
+    from edgeslim.report.summary import HISTORIES, epochs_of
+
+    plots = {}
+    for key in HISTORIES:
+        histories = {entry["name"]: epochs_of(entry, key) for entry in report["candidates"]}
+        histories = {name: epochs for name, epochs in histories.items() if epochs}
+        svg = _curves(report, histories, key.removesuffix("_history")) if histories else None
+        if svg:
+            plots[key] = svg
+    return plots
+
+
+def _curves(report: dict, histories: dict[str, list[dict]], plot_id: str) -> str | None:
+    numbers = numbering(report)
+
+    def series(epochs: list[dict], figure: str) -> tuple[list, list]:
+        points = [(epoch.get("epoch"), epoch.get(figure)) for epoch in epochs]
+        points = [(x, y) for x, y in points if _finite(x) and _finite(y)]
+        return [x for x, _ in points], [y for _, y in points]
+
+    with_val = any(series(epochs, "val")[0] for epochs in histories.values())
+    epochs_drawn = [x for epochs in histories.values() for x in series(epochs, "loss")[0] + series(epochs, "val")[0]]
+    if not epochs_drawn:
+        return None
+    with _style(plot_id):
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
+
+        fig = Figure(figsize=(7.2, 3.6), dpi=72)
+        axes = fig.subplots(1, 2 if with_val else 1, squeeze=False)[0]
+        fig.subplots_adjust(left=0.1, right=0.98, top=0.95, bottom=0.3, wspace=0.3)
+        panels = [("loss", "train loss")] + ([("val", f"val {_metric_label(report)}")] if with_val else [])
+        ids = {}
+        for ax, (figure, label) in zip(axes, panels):
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(label)
+            ax.grid(True, color="#e0e0e0", linewidth=0.8)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xlim(min(epochs_drawn) - 0.25, max(epochs_drawn) + 0.25)  # whole epochs, even with one
+            for index, (name, epochs) in enumerate(histories.items()):
+                xs, ys = series(epochs, figure)
+                if not xs:
+                    continue
+                (artist,) = ax.plot(xs, ys, color=_LINE_COLOURS[index % len(_LINE_COLOURS)],
+                                    linestyle=_LINE_STYLES[index % len(_LINE_STYLES)], marker="o", markersize=4,
+                                    linewidth=1.8, label=f"{numbers[name]} {_clip(name)}".replace("$", r"\$"))
+                ids[_gid(artist, f"{figure}{numbers[name]}")] = (f"{plot_id}-{figure}-{numbers[name]}",
+                                                                  f"curve {figure}", name)
+        handles, labels = max((ax.get_legend_handles_labels() for ax in axes), key=lambda found: len(found[1]))
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 3), frameon=False, fontsize=10)
+        svg = _svg(fig)
+    return _tagged(svg, ids, plot_id)
 
 
 def _clip(text: str, limit: int = 40) -> str:

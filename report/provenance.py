@@ -100,9 +100,67 @@ def data_digest(batches: list) -> str | None:
     return digest.hexdigest()
 
 
+def source_model(model, spec: str | None, weights: str | None, data_spec: str | None, val: list,
+                 trained: bool = False) -> dict:
+    """The manifest's `source_model` (edgeslim.sdk.manifest.SourceModel): what a bundle was built from.
+
+    `model` is the torch module before any step (its parameters are counted, duck-typed: no torch
+    import here); `val` the val split's batches, hashed whole (`data_digest`).
+    """
+    return {"model": spec, "weights": Path(weights).name if weights else None,
+            "weights_sha256": file_sha256(weights) if weights else None, "trained": bool(trained),
+            "params": int(sum(parameter.numel() for parameter in model.parameters())),
+            "data": data_spec, "data_sha256": data_digest(val)}
+
+
+def report_sources(candidates: list[dict]) -> dict | None:
+    """The one source model all `candidates` were built from, for the report's run record; None where one
+    records none or they differ (then each candidate's own `source_model` says which)."""
+    sources = [entry.get("source_model") for entry in candidates]
+    if not sources or not all(isinstance(source, dict) for source in sources):
+        return None
+    return sources[0] if all(source_key(source) == source_key(sources[0]) for source in sources) else None
+
+
+def source_key(source: dict) -> tuple:
+    """What makes two source models the same model: the spec (a file spec by file name and factory, as
+    `same_model`), the weights file's sha256 (or none), trained by a recipe or not, the parameter count."""
+    spec = source.get("model")
+    return (_identity(spec) if isinstance(spec, str) else None, source.get("weights_sha256"),
+            bool(source.get("trained")), source.get("params"))
+
+
+def source_keys(report: dict) -> set[tuple] | None:
+    """The source models of a report's candidates (as `source_key`s); None where none records one
+    (bundles built before edgeslim recorded it)."""
+    keys = {source_key(entry["source_model"]) for entry in report["candidates"]
+            if isinstance(entry.get("source_model"), dict)}
+    return keys or None
+
+
+def weights_text(source: dict) -> str:
+    """The weights of a source model in a few words: file name and short sha256, or the factory's own."""
+    if source.get("weights"):
+        digest = source.get("weights_sha256")
+        text = f"{source['weights']}" + (f" · sha256 {digest[:12]}…" if isinstance(digest, str) and digest else "")
+    else:
+        text = "initial weights of the factory"
+    return text + (", trained by the recipe" if source.get("trained") else "")
+
+
+def describe_source(source: dict) -> str:
+    """A source model as a message names it: spec, weights, parameters."""
+    params = source.get("params")
+    return (f"{source.get('model') or 'an unnamed model'} ({weights_text(source)}"
+            + (f", {params:,} params" if isinstance(params, int) else "") + ")")
+
+
 def model_name(report: dict) -> str | None:
-    """The model spec a report was made from: its run record's, else its recipe's (reports made by `run`)."""
-    for section in (report.get("run"), report.get("recipe")):
+    """The model spec a report was made from: its run record's, else its recipe's (reports made by `run`),
+    else the source model its bundles record."""
+    run = report.get("run") if isinstance(report.get("run"), dict) else {}
+    for section in (run, report.get("recipe"), run.get("source_model"),
+                    *(entry.get("source_model") for entry in report.get("candidates") or [])):
         if isinstance(section, dict) and isinstance(section.get("model"), str) and section["model"]:
             return section["model"]
     return None

@@ -13,7 +13,15 @@ from typing import Any, ClassVar
 from edgeslim.core.documents import Reading, from_dict, json_schema
 from edgeslim.core.errors import ConfigError
 from edgeslim.core.limits import REPORT_MAX_BYTES, read_bounded_json
-from edgeslim.sdk.manifest import AccuracyControl, Int8Form, KeptWhole, SensitivityRow, StepRecord
+from edgeslim.sdk.manifest import (
+    AccuracyControl,
+    EpochRecord,
+    Int8Form,
+    KeptWhole,
+    SensitivityRow,
+    SourceModel,
+    StepRecord,
+)
 
 REPORT_FORMAT = "edgeslim-report/1"
 # The figures every renderer formats for each device a candidate was measured on.
@@ -98,6 +106,12 @@ class CandidateResult:
     kept_whole: list[KeptWhole] | None = None
     sha256: dict[str, str] | None = field(default=None, metadata={
         "description": "The sha256 of each file of the bundle, from its manifest: equal maps are the same bundle."})
+    source_model: SourceModel | None = field(default=None, metadata={
+        "description": "The model the bundle was built from, from its manifest."})
+    distill_history: list[EpochRecord] | None = field(default=None, metadata={
+        "description": "Distillation's epochs, from the manifest: train loss, val metric, learning rate, seconds."})
+    qat_history: list[EpochRecord] | None = field(default=None, metadata={
+        "description": "Quantization-aware training's epochs, from the manifest."})
 
 
 @dataclass
@@ -139,6 +153,9 @@ class RunInfo:
     data: str | None = field(default=None, metadata={"description": "The data spec, as given."})
     data_sha256: str | None = field(default=None, metadata={
         "description": "Of the val split's arrays (dtype, shape and bytes of each input and label batch)."})
+    source_model: SourceModel | None = field(default=None, metadata={
+        "description": "The model every candidate's bundle was built from (their manifests' source_model); "
+                       "null where they differ or one records none: then each candidate's own says."})
 
 
 @dataclass

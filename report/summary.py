@@ -40,13 +40,7 @@ def metadata_items(report: dict) -> list[tuple[str, str]]:
     if run.get("commit"):
         dirty = " (with uncommitted changes)" if run.get("commit_dirty") else ""
         items.append(("commit", run["commit"][:12] + dirty))
-    recipe = report.get("recipe") if isinstance(report.get("recipe"), dict) else {}
-    for key in ("model", "weights", "data"):
-        spec = run.get(key) or recipe.get(key) or ("trained by the recipe" if key == "weights" and
-                                                    recipe.get("train") else None)
-        parts = [str(part) for part in (spec, _sha(run.get(f"{key}_sha256"))) if part]
-        if parts:
-            items.append((key, " · ".join(parts)))
+    items += _model_items(report, run)
     settings = report.get("settings") or {}
     bench = settings.get("bench") or {}
     measured = f"metric {settings.get('metric', 'top1')}"
@@ -57,6 +51,54 @@ def metadata_items(report: dict) -> list[tuple[str, str]]:
         measured += f"; {settings['wall_s']:.0f} s in all"
     items.append(("measured", measured))
     return items
+
+
+def _model_items(report: dict, run: dict) -> list[tuple[str, str]]:
+    """Model, weights and data: from the source model the bundles record (each, where they differ), else
+    from the run record and recipe alone (reports of bundles built before edgeslim recorded it)."""
+    recipe = report.get("recipe") if isinstance(report.get("recipe"), dict) else {}
+    groups = source_groups(report)
+    items = []
+    if not groups:
+        for key in ("model", "weights", "data"):
+            spec = run.get(key) or recipe.get(key) or ("trained by the recipe" if key == "weights" and
+                                                        recipe.get("train") else None)
+            parts = [str(part) for part in (spec, _sha(run.get(f"{key}_sha256"))) if part]
+            if parts:
+                items.append((key, " · ".join(parts)))
+        return items
+    from edgeslim.report.provenance import weights_text
+
+    for source, names in groups:
+        which = f" ({', '.join(names)})" if len(groups) > 1 else ""
+        params = source.get("params")
+        model = [str(source.get("model") or run.get("model") or recipe.get("model") or "not recorded")]
+        items.append((f"model{which}", " · ".join(model + ([f"{params:,} params"] if isinstance(params, int) else []))))
+        weights = weights_text(source)
+        if source.get("trained") and len(groups) == 1 and _short(run.get("weights_sha256")):
+            weights += f" (state sha256 {_short(run['weights_sha256'])}…)"
+        items.append((f"weights{which}", weights))
+    spec = run.get("data") or recipe.get("data") or groups[0][0].get("data")
+    validated = run.get("data_sha256") or groups[0][0].get("data_sha256")
+    data = [str(part) for part in (spec, _sha(validated)) if part]
+    built = sorted({_short(source.get("data_sha256")) for source, _ in groups} - {_short(validated), None})
+    if built:
+        data.append(f"bundles built with val data sha256 {', '.join(f'{digest}…' for digest in built)}")
+    if data:
+        items.append(("data", " · ".join(data)))
+    return items
+
+
+def source_groups(report: dict) -> list[tuple[dict, list[str]]]:
+    """The distinct source models of a report's candidates, each with the candidates built from it."""
+    from edgeslim.report.provenance import source_key
+
+    groups: dict[tuple, tuple[dict, list[str]]] = {}
+    for entry in report["candidates"]:
+        source = entry.get("source_model")
+        if isinstance(source, dict):
+            groups.setdefault(source_key(source), (source, []))[1].append(entry["name"])
+    return list(groups.values())
 
 
 def _sha(digest) -> str | None:
@@ -71,6 +113,33 @@ def _device_text(device: dict) -> str:
     if device.get("description"):
         details.append(str(device["description"]))
     return parts[0] + (f" ({', '.join(details)})" if details else "")
+
+
+# The per-epoch records a candidate may carry (from its manifest), and what each fine-tuning is called.
+HISTORIES = {"distill_history": "distillation", "qat_history": "QAT"}
+
+
+def epochs_of(entry: dict, key: str) -> list[dict]:
+    """A candidate's epoch records of one fine-tuning (`key` of HISTORIES)."""
+    return [epoch for epoch in entry.get(key) or [] if isinstance(epoch, dict)]
+
+
+def history_rows(report: dict) -> list[dict]:
+    """Per candidate and fine-tuning it ran: epochs, first and last train loss, best val and its epoch,
+    seconds in all. Empty when no candidate recorded epochs."""
+    rows = []
+    for key, kind in HISTORIES.items():
+        for entry in report["candidates"]:
+            epochs = epochs_of(entry, key)
+            if not epochs:
+                continue
+            scored = [(epoch["val"], epoch.get("epoch")) for epoch in epochs if _finite(epoch.get("val"))]
+            best = max(scored, key=lambda pair: pair[0]) if scored else (None, None)  # the first epoch of the best
+            seconds = [epoch["seconds"] for epoch in epochs if _finite(epoch.get("seconds"))]
+            rows.append({"name": entry["name"], "key": key, "kind": kind, "epochs": len(epochs),
+                         "first_loss": epochs[0].get("loss"), "last_loss": epochs[-1].get("loss"),
+                         "best_val": best[0], "best_epoch": best[1], "seconds": sum(seconds) if seconds else None})
+    return rows
 
 
 def speed_text(ratio: float) -> str:

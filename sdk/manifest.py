@@ -104,6 +104,26 @@ class EpochRecord:
 
 
 @dataclass
+class SourceModel:
+    """The model a bundle was built from: its spec, weights (file name and sha256; none: the factory's own
+    initial weights), parameter count, and the data it was measured on (spec and sha256 of the val split)."""
+
+    OPEN: ClassVar[bool] = True
+    model: str | None = field(default=None, metadata={"description": "The model spec, as given."})
+    weights: str | None = field(default=None, metadata={
+        "description": "The weights file's name; null: the factory's initial weights (or, with `trained`, "
+                       "weights trained from them)."})
+    weights_sha256: str | None = field(default=None, metadata={"description": "Of the weights file."})
+    trained: bool = field(default=False, metadata={
+        "description": "`edgeslim run` trained the model per its recipe before building the bundle."})
+    params: int | None = field(default=None, metadata={
+        "minimum": 0, "description": "Parameters of the source model, before any compression."})
+    data: str | None = field(default=None, metadata={"description": "The data spec, as given."})
+    data_sha256: str | None = field(default=None, metadata={
+        "description": "Of the val split's arrays (dtype, shape and bytes of each input and label batch)."})
+
+
+@dataclass
 class BuildMetrics:
     """What was measured when the bundle was built."""
 
@@ -153,6 +173,7 @@ class Manifest:
     ops: dict[str, int] = field(default_factory=dict)
     created_with: dict[str, str | None] = field(default_factory=dict)
     export: dict[str, Any] = field(default_factory=dict)
+    source_model: SourceModel | None = None
 
 
 def manifest_schema() -> dict:

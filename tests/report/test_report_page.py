@@ -41,6 +41,15 @@ return {
          baseline: document.getElementById('baseline')?.dataset.candidate},
   size: plot(document.getElementById('size-plot')),
   latency: [...document.querySelectorAll('svg.plot[id^="latency-"]')].map(plot),
+  curves: [...document.querySelectorAll('figure.curves-figure svg.plot')].map(svg => ({
+    id: svg.id, box: box(svg),
+    loss: [...svg.querySelectorAll('g.curve.loss')].map(g => ({name: g.dataset.candidate, box: box(g)})),
+    val: [...svg.querySelectorAll('g.curve.val')].map(g => ({name: g.dataset.candidate, box: box(g)})),
+  })),
+  tuning: [...document.querySelectorAll('#fine-tuning tbody tr')].map(
+    tr => [tr.dataset.kind, ...[...tr.cells].map(td => td.textContent)]),
+  meta: Object.fromEntries([...document.querySelectorAll('#metadata dt')].map(
+    dt => [dt.textContent, dt.nextElementSibling.textContent])),
 };
 """
 
@@ -67,6 +76,40 @@ def _check_plot(plot: dict, report: dict, cost) -> None:
     assert not any(_overlap(a, b) for i, a in enumerate(labels) for b in labels[i + 1:]), labels
 
 
+def _check_curves(seen: dict, report: dict) -> None:
+    """The demo distils pruned-kd (two epochs; pruned-kd-int8 shares its torch steps): one figure, a loss
+    and a val line for each of the two, inside the figure; their table rows hold the manifest's figures."""
+    distilled = {e["name"]: e["distill_history"] for e in report["candidates"] if e.get("distill_history")}
+    assert list(distilled) == ["pruned-kd", "pruned-kd-int8"]
+    assert all([epoch["epoch"] for epoch in history] == [1, 2] for history in distilled.values())
+    assert not any(e.get("qat_history") for e in report["candidates"])
+    (figure,) = seen["curves"]
+    assert figure["id"] == "distill-plot"
+    for panel in ("loss", "val"):
+        assert [line["name"] for line in figure[panel]] == list(distilled)
+        assert all(_inside(line["box"], figure["box"]) for line in figure[panel]), figure
+    rows = []
+    for name, history in distilled.items():
+        scored = [(epoch["val"], epoch["epoch"]) for epoch in history]
+        best, at = max(scored, key=lambda pair: pair[0])
+        rows.append(["distill_history", name, "distillation", "2",
+                     f"{history[0]['loss']:,.4f} → {history[1]['loss']:,.4f}", f"{best:,.2f}", str(at),
+                     f"{sum(epoch['seconds'] for epoch in history):,.1f}"])
+    assert seen["tuning"] == rows
+
+
+def _check_header(meta: dict, report: dict) -> None:
+    """The header names the model (spec, parameters), its weights (trained here from the factory's) and data."""
+    source = report["run"]["source_model"]
+    assert all(entry["source_model"] == source for entry in report["candidates"])
+    assert source["model"] == spec("small_cnn") and source["trained"] and source["weights"] is None
+    assert meta["model"] == f"{spec('small_cnn')} · {source['params']:,} params"
+    assert meta["weights"] == (f"initial weights of the factory, trained by the recipe "
+                               f"(state sha256 {report['run']['weights_sha256'][:12]}…)")
+    assert meta["data"] == f"{spec('digits_torch')} · sha256 {report['run']['data_sha256'][:12]}…"
+    assert source["data_sha256"] == report["run"]["data_sha256"]   # built and validated on the same val split
+
+
 def _png_size(path) -> tuple[int, int]:
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
@@ -91,6 +134,8 @@ def test_the_demo_report_page_in_chromium(cli, demo_run, chromium, tmp_path):
     _check_plot(seen["size"], report, lambda e: e["size_bytes"])
     assert len(seen["latency"]) == 1
     _check_plot(seen["latency"][0], report, lambda e: e["latency"]["cpu"]["p50_ms"])
+    _check_curves(seen, report)
+    _check_header(seen["meta"], report)
 
     # The verdict: the smallest candidate within 1 % of the baseline's accuracy (no gate), its gains in figures.
     base = report["candidates"][0]
@@ -159,12 +204,17 @@ def test_a_renamed_candidate_is_warned_about_and_gated_against_the_baseline(cli,
 def test_a_report_of_another_model_is_refused(cli, demo_run, tmp_path):
     def other(old):
         old["run"]["model"] = old["recipe"]["model"] = "models/resnet.py:resnet18"
+        for source in [old["run"]["source_model"], *(entry["source_model"] for entry in old["candidates"])]:
+            source.update(model="models/resnet.py:resnet18", params=11689512)
 
     old = _old_copy(demo_run, tmp_path, other)
     refused = cli("report", demo_run / "report.json", "--against", old)
     assert refused.exit_code == 2
-    assert refused.stderr == (f"edgeslim: error: {old} is a report of 'models/resnet.py:resnet18', this is "
-                              f"'{spec('small_cnn')}'; pass --allow-different-model to compare anyway\n")
+    params = json.loads((demo_run / "report.json").read_text())["run"]["source_model"]["params"]
+    weights = "initial weights of the factory, trained by the recipe"
+    assert refused.stderr == (f"edgeslim: error: {old} is a report of 'models/resnet.py:resnet18 ({weights}, "
+                              f"11,689,512 params)', this is '{spec('small_cnn')} ({weights}, {params:,} params)'; "
+                              "pass --allow-different-model to compare anyway\n")
     allowed = cli("report", demo_run / "report.json", "--against", old, "--allow-different-model")
     assert allowed.exit_code == 0 and "compared anyway (--allow-different-model)" in allowed.stderr
 
