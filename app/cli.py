@@ -23,9 +23,74 @@ from edgeslim.failures import (
 )
 from edgeslim.plan import DISTILL_LOSSES, GRAPH_MODEL_TYPES, QUANTIZE_MODES
 
+CONSOLE = "edgeslim.console"  # ctx.meta's key for --quiet and --debug, given before or after the command's name
+
+# The sections of a command's --help, in this order; an option named in none of them goes under Output.
+SECTIONS = {
+    "Input": ("model_spec", "weights", "data_spec", "metric"),
+    "Prune": ("prune_ratio", "round_to", "prune_ignore"),
+    "Distill": ("distill", "epochs", "lr", "distill_loss"),
+    "Quantize": ("quantize", "int8_backend", "calibration_samples", "max_accuracy_drop", "relative", "qat_epochs",
+                 "qat_lr", "overflow_fix", "int4_block_size"),
+    "Budget": ("target_size", "target_latency"),
+    "Export": ("opset", "atol", "rtol", "dynamic_axes", "optimize_graph"),
+    "Measure": ("devices", "device", "baseline", "io", "runs", "warmup", "batch"),
+    "Gates": ("against", "allow_different_model", "max_latency_increase", "min_latency_change"),
+    "Output": ("out", "name", "as_json", "json_out", "md_out", "html_out", "plot", "force", "mlflow_uri",
+               "mlflow_model", "debug", "quiet", "help"),
+}
+# Where a command reads an option otherwise: compress builds for --device, which its budget is measured on.
+SECTION_IN = {("compress", "device"): "Budget", ("report", "max_accuracy_drop"): "Gates"}
+
+
+def _console(ctx, param, value) -> None:
+    """--quiet or --debug, before the command's name or after it: the same settings."""
+    from edgeslim.core.progress import configure
+
+    settings = ctx.meta.setdefault(CONSOLE, {"quiet": False, "debug": False})
+    if value:
+        settings[param.name] = True
+        configure(**settings)
+
+
+def _console_options() -> list[click.Option]:
+    return [click.Option(["--debug"], is_flag=True, expose_value=False, is_eager=True, callback=_console,
+                         help="Show the libraries' warnings and, on an error, the traceback of it and of every "
+                              "exception behind it."),
+            click.Option(["--quiet", "-q"], is_flag=True, expose_value=False, is_eager=True, callback=_console,
+                         help="No progress lines or bars on stderr (warnings still show).")]
+
+
+class Sectioned(click.Command):
+    """A command whose --help lists its options in sections (Input, Prune, Distill, ...), each with its help
+    line and default, and which takes the group's --debug and -q/--quiet after its name too."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.params.extend(_console_options())
+
+    def format_options(self, ctx, formatter) -> None:
+        sections: dict[str, list] = {title: [] for title in SECTIONS}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None and not isinstance(param, click.Argument):
+                title = self.section_of(param.name)
+                order = SECTIONS[title].index(param.name) if param.name in SECTIONS[title] else len(SECTIONS[title])
+                sections[title].append((order, record))
+        for title, records in sections.items():
+            if records:
+                with formatter.section(title):
+                    formatter.write_dl([record for _, record in sorted(records, key=lambda item: item[0])])
+
+    def section_of(self, name: str) -> str:
+        named = SECTION_IN.get((self.name, name))
+        return named or next((title for title, names in SECTIONS.items() if name in names), "Output")
+
 
 class Cli(click.Group):
     """Turns errors into one sentence and an exit code instead of a traceback (with --debug: both)."""
+
+    command_class = Sectioned
 
     def make_context(self, info_name, args, parent=None, **extra):
         try:
@@ -59,26 +124,65 @@ class Cli(click.Group):
 
     @staticmethod
     def _fail(ctx, exc: BaseException, code: int, sentence: str) -> None:
-        if ctx.params.get("debug"):
+        if ctx.meta.get(CONSOLE, {}).get("debug"):
             show_cause_chain(exc)
         click.echo(f"edgeslim: {one_line(sentence)}", err=True)
         ctx.exit(code)
 
 
-@click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name="edgeslim")
-@click.option("--debug", is_flag=True, help="On an error, show the traceback of it and of every exception behind it.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr (warnings still show).")
-def main(debug: bool, quiet: bool) -> None:
+@click.option("--debug", is_flag=True, help="Show the libraries' warnings and, on an error, the traceback of it and of "
+              "every exception behind it (also after the command's name).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines or bars on stderr (warnings still show; also "
+              "after the command's name).")
+@click.pass_context
+def main(ctx, debug: bool, quiet: bool) -> None:
     """Make trained PyTorch models small and fast for edge devices, and prove it."""
     from edgeslim.core.progress import configure
 
-    configure(quiet)
+    ctx.meta[CONSOLE] = {"quiet": quiet, "debug": debug}
+    configure(quiet, debug)
 
 
 def _force_option(function):
     return click.option("--force", is_flag=True, help="Write even where the output path holds files edgeslim "
                         "did not write; they are kept, never removed.")(function)
+
+
+def _mlflow_options(function):
+    from edgeslim.tracking import FROM_ENVIRONMENT
+
+    function = click.option("--mlflow-model", metavar="NAME", help="The registered model the shipped bundle becomes "
+                            "a version of [default: the model's file and factory, e.g. zoo.small_cnn].")(function)
+    return click.option("--mlflow", "mlflow_uri", is_flag=False, flag_value=FROM_ENVIRONMENT, metavar="[URI]",
+                        help="Also log params, metrics, the report and the bundles to MLflow and register the shipped "
+                             "bundle (needs edgeslim[mlflow]); alone: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db "
+                             "in the working directory.")(function)
+
+
+def _open_tracker(uri: str | None, model: str | None):
+    """The MLflow store, opened before any work so that a bad URI or a missing MLflow fails at once."""
+    if uri is None:
+        if model is not None:
+            raise click.UsageError("--mlflow-model names the registered model of --mlflow; pass --mlflow too")
+        return None
+    from edgeslim.tracking import Tracker
+
+    return Tracker(uri, model)
+
+
+def _track(report: dict, report_path: Path, files: list[Path], tracker) -> None:
+    """Record the run in the local history (see `edgeslim history`), and log it to MLflow where asked."""
+    from edgeslim.core.progress import log
+    from edgeslim.history import record_run
+
+    record_run(report, report_path)
+    if tracker is not None:
+        logged = tracker.log(report, files)
+        registered = "registered as" if logged["new_version"] else "is already"
+        log(f"mlflow: run {logged['run_id']} at {tracker.uri}; the shipped bundle {registered} {logged['model']} "
+            f"version {logged['version']}")
 
 
 # -- build ----------------------------------------------------------------------------------------
@@ -87,7 +191,8 @@ def _force_option(function):
 @click.argument("recipe", required=False, type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Directory for bundles and report.")
 @_force_option
-def run(recipe: str | None, out: Path, force: bool) -> None:
+@_mlflow_options
+def run(recipe: str | None, out: Path, force: bool, mlflow_uri: str | None, mlflow_model: str | None) -> None:
     """The whole pipeline from a RECIPE.yaml; with none, the embedded digits demo."""
     import edgeslim.compress  # noqa: F401  (registers the steps)
     from edgeslim.recipe import default_recipe, load_recipe
@@ -96,8 +201,10 @@ def run(recipe: str | None, out: Path, force: bool) -> None:
     from edgeslim.run import run_recipe
 
     plan = load_recipe(recipe) if recipe else default_recipe()
+    tracker = _open_tracker(mlflow_uri, mlflow_model)
     report = run_recipe(plan, out, force)
     click.echo(render_markdown(report))
+    _track(report, out / "report.json", [out / "report.json", out / "report.md", out / "report.html"], tracker)
     if report.get("passed") is False:
         raise GateFailed("; ".join(failures(report)))
 
@@ -110,7 +217,7 @@ def _common_model_options(function):
         click.option("--metric", default="top1", show_default=True, help="top1 or a spec of fn(outputs, labels)."),
         click.option("--out", required=True, type=click.Path(path_type=Path), help="Bundle directory to write."),
         click.option("--name", help="Bundle name (default: the --out directory's name)."),
-        click.option("--opset", default=17, show_default=True, type=int),
+        click.option("--opset", default=17, show_default=True, type=int, help="The ONNX opset to export to."),
         click.option("--atol", default=1e-4, show_default=True, type=float, help="Parity tolerance, absolute."),
         click.option("--rtol", default=1e-3, show_default=True, type=float, help="Parity tolerance, relative."),
         click.option("--dynamic-axis", "dynamic_axes", multiple=True, metavar="NAME:AXIS=SYMBOL",
@@ -141,6 +248,28 @@ def _echo_built(manifest: dict, out: Path) -> None:
     click.echo(built_text(manifest, out))
 
 
+def _echo_gain(manifest: dict) -> None:
+    """The bundle against its source, last on stdout; a warning on stderr where accuracy fell far."""
+    from edgeslim.core.progress import warn
+    from edgeslim.views import accuracy_drop_warning, gain_text
+
+    text = gain_text(manifest)
+    if text:
+        click.echo(text)
+    warning = accuracy_drop_warning(manifest)
+    if warning:
+        warn(warning)
+
+
+def _warn_initial_weights(weights) -> None:
+    """A model built without --weights has the weights its factory gave it: random, unless it loads its own."""
+    from edgeslim.core.progress import warn
+
+    if not weights:
+        warn("no --weights: the model has its factory's initial weights (random, unless the factory loads "
+             "trained ones)")
+
+
 @main.command()
 @_common_model_options
 def export(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol, dynamic_axes, force) -> None:
@@ -152,6 +281,7 @@ def export(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol,
                    dynamic_axes=dynamic_axes)
         manifest = build_job(job, [])
     _echo_built(manifest, out)
+    _warn_initial_weights(weights)
 
 
 def _bundle_output(out: Path, force: bool):
@@ -186,7 +316,8 @@ def _bundle_output(out: Path, force: bool):
               help="Fuse attention, layer norms and GELUs with onnxruntime's transformer optimizer for this model "
                    "type (alone: bert, for BERT-like encoders such as MiniLM), before quantizing; the fused graph is "
                    "kept only where its outputs match and it is no slower on --device.")
-@click.option("--calibration-samples", type=int, default=300, show_default=True)
+@click.option("--calibration-samples", type=int, default=300, show_default=True,
+              help="Samples that calibrate INT8 activation ranges (and QAT's quantizers).")
 @click.option("--max-accuracy-drop", type=float, help="INT8 accuracy control: return layers to float, most "
               "sensitive first, until the drop against fp32 is within this many points (implies --quantize int8).")
 @click.option("--relative", is_flag=True, help="Read --max-accuracy-drop as a fraction of the fp32 accuracy.")
@@ -195,7 +326,8 @@ def _bundle_output(out: Path, force: bool):
 @click.option("--device", default="cpu", show_default=True, help="The device --target-latency is measured on.")
 @click.option("--qat", "qat_epochs", type=int, help="Quantization-aware training for this many epochs (NNCF), "
               "exported as INT8 QDQ; instead of --quantize int8.")
-@click.option("--qat-lr", type=float, default=1e-4, show_default=True)
+@click.option("--qat-lr", type=float, default=1e-4, show_default=True, help="Quantization-aware training's "
+              "learning rate.")
 @click.option("--overflow-fix", type=click.Choice(["auto", "enable", "first_layer", "disable"]),
               help="Which INT8 weights get a 7-bit range, so that x86 CPUs without VNNI do not saturate "
                    "[default: auto, from --device's instruction set: enable without VNNI, disable with VNNI "
@@ -234,21 +366,28 @@ def compress(model_spec, weights, data_spec, metric, out, name, opset, atol, rto
             manifest = compress_to_budget(job, options, budget)
             _echo_built(manifest, out)
             click.echo(budget_text(manifest["metrics"]["budget"]))
+        _echo_accuracy_control(manifest)
+        _echo_gain(manifest)
+        _warn_initial_weights(weights)
         _check_accuracy_control(manifest, out)
         if budget is not None:
             _check_budget(manifest["metrics"]["budget"], out)
 
 
-def _check_accuracy_control(manifest: dict, out: Path) -> None:
+def _echo_accuracy_control(manifest: dict) -> None:
     from edgeslim.views import accuracy_control_text
 
     control = manifest["metrics"].get("accuracy_control")
     if control:
         click.echo(accuracy_control_text(control))
-        if not control["met"]:
-            raise GateFailed(f"no INT8 model met the accuracy drop of {control['allowed_drop']:.3g}; "
-                             f"the best one found ({control['accuracy']:.2f}, drop {control['drop']:.2f}) "
-                             f"is written to {out}")
+
+
+def _check_accuracy_control(manifest: dict, out: Path) -> None:
+    control = manifest["metrics"].get("accuracy_control")
+    if control and not control["met"]:
+        raise GateFailed(f"no INT8 model met the accuracy drop of {control['allowed_drop']:.3g}; "
+                         f"the best one found ({control['accuracy']:.2f}, drop {control['drop']:.2f}) "
+                         f"is written to {out}")
 
 
 def _check_budget(budget: dict, out: Path) -> None:
@@ -260,9 +399,10 @@ def _check_budget(budget: dict, out: Path) -> None:
 @main.command()
 @click.option("--model", "model_spec", required=True, help="path/file.py:factory or package.module:factory")
 @click.option("--weights", type=click.Path(), help="A state dict: .pt, .pth or .safetensors.")
-@click.option("--data", "data_spec", required=True)
-@click.option("--metric", default="top1", show_default=True)
-@click.option("--calibration-samples", type=int, default=300, show_default=True)
+@click.option("--data", "data_spec", required=True, help="Data factory spec returning {'val', 'train', ...}.")
+@click.option("--metric", default="top1", show_default=True, help="top1 or a spec of fn(outputs, labels).")
+@click.option("--calibration-samples", type=int, default=300, show_default=True,
+              help="Samples that calibrate INT8 activation ranges.")
 @click.option("--out", type=click.Path(path_type=Path), help="Write the table as JSON (and Markdown beside it).")
 @_force_option
 def sensitivity(model_spec, weights, data_spec, metric, calibration_samples, out, force) -> None:
@@ -304,24 +444,30 @@ def _write_documents(outputs: list, content: dict, force: bool) -> None:
 # -- measure --------------------------------------------------------------------------------------
 
 def _bench_options(function):
-    function = click.option("--runs", default=200, show_default=True, type=click.IntRange(1))(function)
-    function = click.option("--warmup", default=20, show_default=True, type=click.IntRange(0))(function)
-    function = click.option("--batch", default=1, show_default=True, type=click.IntRange(1))(function)
+    function = click.option("--runs", default=200, show_default=True, type=click.IntRange(1),
+                            help="Timed runs per bundle and device.")(function)
+    function = click.option("--warmup", default=20, show_default=True, type=click.IntRange(0),
+                            help="Untimed runs before them.")(function)
+    function = click.option("--batch", default=1, show_default=True, type=click.IntRange(1),
+                            help="Batch size of each run.")(function)
     return function
 
 
 @main.command()
 @click.argument("bundles", nargs=-1, required=True)
-@click.option("--data", "data_spec", required=True)
-@click.option("--device", "devices", multiple=True, default=("cpu",), show_default=True)
-@click.option("--metric", default="top1", show_default=True)
+@click.option("--data", "data_spec", required=True, help="Data factory spec returning {'val', ...}.")
+@click.option("--device", "devices", multiple=True, default=("cpu",), show_default=True,
+              help="A device profile (see `edgeslim devices`) or ssh://[user@]host[:port] (repeatable).")
+@click.option("--metric", default="top1", show_default=True, help="top1 or a spec of fn(outputs, labels).")
 @click.option("--baseline", help="The bundle name the others are compared with (default: the first).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="REPORT.json to write (a .md beside it).")
 @click.option("--io", type=click.Choice(["host", "device"]), default="host", show_default=True,
               help="host: numpy in and out; device: inputs and outputs kept in GPU memory.")
 @_bench_options
 @_force_option
-def validate(bundles, data_spec, devices, metric, baseline, out, io, runs, warmup, batch, force) -> None:
+@_mlflow_options
+def validate(bundles, data_spec, devices, metric, baseline, out, io, runs, warmup, batch, force, mlflow_uri,
+             mlflow_model) -> None:
     """Accuracy and latency of each bundle on each device."""
     from edgeslim.core.specs import load_data, load_metric
     from edgeslim.devices.runner import BenchConfig
@@ -330,18 +476,21 @@ def validate(bundles, data_spec, devices, metric, baseline, out, io, runs, warmu
 
     outputs = [(out, "json"), (out.with_suffix(".md"), "markdown")]
     with _document_outputs(outputs, [data_spec, metric, *bundles], force):
+        tracker = _open_tracker(mlflow_uri, mlflow_model)
         data = load_data(data_spec)
         report = validate_bundles(list(bundles), data, list(devices), load_metric(metric), metric, baseline,
                                   BenchConfig(runs=runs, warmup=warmup, batch=batch, io=io), specs={"data": data_spec})
         text = render_markdown(report)
         _write_documents(outputs, {"json": report, "markdown": text}, force)
     click.echo(text)
+    _track(report, out, [path for path, _ in outputs], tracker)
 
 
 @main.command()
 @click.argument("report_path", metavar="REPORT.json")
 @click.option("--against", type=click.Path(), help="An older report: show old, new and delta, and gate each candidate "
-              "against its namesake (one it lacks: against the baseline, with a warning).")
+              "against its namesake (one it lacks: against the baseline, with a warning); `last`: the run recorded "
+              "before this report's, of the same model (see `edgeslim history`).")
 @click.option("--allow-different-model", is_flag=True, help="Compare with an --against report of another model.")
 @click.option("--max-accuracy-drop", type=float, help="Points of the metric a candidate may lose.")
 @click.option("--max-latency-increase", type=float, help="Fraction of p50 a candidate may add (0.1 = +10%).")
@@ -365,6 +514,8 @@ def report(report_path, against, allow_different_model, max_accuracy_drop, max_l
     with _document_outputs(outputs, [report_path, against], force):
         document = read_report(report_path)
         gates = GateConfig(max_accuracy_drop, max_latency_increase, min_latency_change)
+        if against == "last":
+            against = _last_report(document)
         old = read_report(against) if against else None
         model_note = check_same_model(document, old, str(against), allow_different_model) if old else None
         passed = apply_gates(document, gates, old, against_name=str(against) if against else "the --against report")
@@ -378,9 +529,51 @@ def report(report_path, against, allow_different_model, max_accuracy_drop, max_l
         raise GateFailed("; ".join(failures(document)))
 
 
+def _last_report(document: dict) -> str:
+    from edgeslim.core.progress import log
+    from edgeslim.history import previous_report
+
+    path, record = previous_report(document)
+    log(f"--against last: run {record['id']} ({record.get('created') or record['recorded']}), "
+        f"its report kept at {path}")
+    return str(path)
+
+
+@main.command()
+@click.argument("store", required=False, type=click.Path(path_type=Path), metavar="[DIR]")
+@click.option("--model", "model_spec", help="Only the runs of this model spec.")
+@click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
+@click.option("--plot", type=click.Path(path_type=Path), metavar="FILE.svg|FILE.html",
+              help="Draw accuracy, size and p50 per device over the runs, one line per candidate.")
+@_force_option
+def history(store, model_spec, as_json, plot, force) -> None:
+    """The runs that `run` and `validate` recorded, oldest first: id, time, commit, model, the shipped candidate.
+
+    DIR is the store: by default $EDGESLIM_HISTORY, else .edgeslim/history under the working directory
+    (EDGESLIM_HISTORY=off records nothing). It keeps a copy of each report, for `report --against last`.
+    """
+    from edgeslim.core.outputs import claimed
+    from edgeslim.core.progress import log
+    from edgeslim.history import history_text, read_records, records_json, store_folder, write_plot
+
+    records = read_records(store, model_spec)
+    if plot:
+        with claimed(plot, "--plot"):
+            write_plot(records, plot, force)
+        log(f"wrote {plot} ({len(records)} runs)")
+    if as_json:
+        click.echo(records_json(records))
+    elif records:
+        click.echo(history_text(records))
+    else:
+        folder = store_folder(store)
+        log(f"no run is recorded in {folder}" if folder else "recording is off (EDGESLIM_HISTORY=off)")
+
+
 @main.command()
 @click.argument("bundle")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="cpu", show_default=True,
+              help="A device profile (see `edgeslim devices`) or ssh://[user@]host[:port].")
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
 @click.option("--io", type=click.Choice(["host", "device"]), default="host", show_default=True,
               help="host: numpy in and out; device: inputs and outputs kept in GPU memory.")
@@ -411,7 +604,7 @@ def inspect(bundle, as_json) -> None:
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the profiles as JSON.")
 def devices(as_json) -> None:
     """The device profiles."""
     from edgeslim.views import device_rows, devices_text
@@ -421,9 +614,9 @@ def devices(as_json) -> None:
 
 
 @main.command()
-@click.argument("kind", type=click.Choice(["recipe", "manifest", "report"]))
+@click.argument("kind", type=click.Choice(["recipe", "manifest", "report", "history"]))
 def schema(kind) -> None:
-    """The JSON Schema of a recipe, a manifest or a report (point an editor at it to check recipes)."""
+    """The JSON Schema of a recipe, a manifest, a report or a history record (point an editor at a recipe's)."""
     from edgeslim.schemas import schema_text
 
     click.echo(schema_text(kind), nl=False)

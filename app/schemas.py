@@ -15,11 +15,11 @@ from pathlib import Path
 
 from edgeslim.core.errors import ConfigError
 
-KINDS = ("recipe", "manifest", "report")
+KINDS = ("recipe", "manifest", "report", "history")
 
 
 def schema_for(kind: str) -> dict:
-    """The JSON Schema of one kind of document: recipe, manifest or report."""
+    """The JSON Schema of one kind of document: recipe, manifest, report or history record."""
     if kind == "recipe":
         from edgeslim.recipe import recipe_schema
 
@@ -32,6 +32,10 @@ def schema_for(kind: str) -> dict:
         from edgeslim.report.schema import report_schema
 
         return report_schema()
+    if kind == "history":
+        from edgeslim.history import history_schema
+
+        return history_schema()
     raise ConfigError(f"there is no schema {kind!r}; the schemas are {', '.join(KINDS)}")
 
 

@@ -10,6 +10,7 @@ from helpers import ARCHITECTURES, spec
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):
     os.environ["EDGESLIM_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ["EDGESLIM_HISTORY"] = str(tmp_path_factory.mktemp("history"))  # runs record here, not in the repo
 
 
 @pytest.fixture(scope="session")
