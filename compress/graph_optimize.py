@@ -131,7 +131,33 @@ def fuse(model, model_type: str, num_heads: int, hidden_size: int, explicit: boo
         before = Counter(node.op_type for node in model.graph.node)
         counts = {op: count - before[op] for op, count in optimizer.get_fused_operator_statistics().items()
                   if count > before[op]}
-        return optimizer.model, counts
+        return with_types_from(optimizer.model, model), counts
+
+
+def with_types_from(fused, source):
+    """`fused` with a type and shape for each tensor that ONNX shape inference cannot type, taken from the
+    same-named tensor of `source`.
+
+    ONNX shape inference knows no com.microsoft op, so it types neither the outputs of the fused ops
+    (SkipLayerNormalization, BiasGelu, Attention) nor anything after them. NNCF builds its graph from
+    those types and leaves out every edge it cannot type: the MatMul after a SkipLayerNormalization
+    then has no input, and its SmoothQuant fails ("Node /mlp/mlp.0/MatMul does not contain input edge
+    connected to 0 port ID"). A fused op writes the tensor of the subgraph it replaces, under that name."""
+    from onnx.shape_inference import infer_shapes
+
+    typed = {value.name for value in _typed_values(infer_shapes(fused))} | {t.name for t in fused.graph.initializer}
+    known = {value.name: value for value in _typed_values(infer_shapes(source))}
+    fused.graph.value_info.extend(known[name] for name in _node_outputs(fused) - typed if name in known)
+    return fused
+
+
+def _typed_values(model) -> list:
+    graph = model.graph
+    return [value for value in [*graph.value_info, *graph.input, *graph.output] if value.type.HasField("tensor_type")]
+
+
+def _node_outputs(model) -> set[str]:
+    return {name for node in model.graph.node for name in node.output if name}
 
 
 def with_explicit_head_counts(model):

@@ -8,7 +8,7 @@ import pytest
 
 from edgeslim.build import StepContext, build_target
 from edgeslim.compress import apply_step, check_order, make_step
-from edgeslim.compress.graph_optimize import MODEL_TYPES, attention_dims
+from edgeslim.compress.graph_optimize import MODEL_TYPES, agreement, attention_dims, fuse
 from edgeslim.core.errors import ConfigError
 from edgeslim.core.model_io import load_model
 from edgeslim.core.specs import load_data, load_metric
@@ -136,6 +136,48 @@ def test_sdpa_attention_is_not_fused_and_the_manifest_says_why():
     assert "Attention" not in record["fused"] and record["fused"]["SkipLayerNormalization"] == 2 * LAYERS
     assert "attn_implementation='eager'" in record["note"]
     assert record["outputs"]["max_abs_diff"] < 1e-5
+
+
+def _fused_zoo_transformer():
+    """(fused ONNX model, step context) of tests/fixtures/zoo.py's transformer: a SkipLayerNormalization and a
+    BiasGelu fuse (nn.MultiheadAttention's attention does not)."""
+    from helpers import spec
+
+    data = load_data(spec("digits"))
+    proto, names, _ = export_onnx(load_model(spec("transformer")), data.sample_inputs(), ExportConfig())
+    return fuse(proto, "bert", 0, 0)[0], _context(data, names)
+
+
+def _fused_bert():
+    proto, ctx = _exported("eager_sentence_encoder")
+    return fuse(proto, "bert", HEADS, WIDTH)[0], ctx
+
+
+@pytest.mark.parametrize("fused_model", [_fused_zoo_transformer, _fused_bert])
+def test_nncf_int8_quantizes_the_matmuls_after_fused_ops(fused_model):
+    """ONNX shape inference types nothing after a com.microsoft op, and NNCF leaves out of its graph every edge
+    it cannot type. Without the types the fusion step writes in, SmoothQuant failed on the zoo transformer's
+    MatMul after SkipLayerNormalization ("Node /mlp/mlp.0/MatMul does not contain input edge connected to 0
+    port ID"), and BERT's six MatMuls after Attention, SkipLayerNormalization and BiasGelu stayed float."""
+    from edgeslim.compress.quantize import Int8Config, calibration_samples, nncf_ptq
+
+    fused, ctx = fused_model()
+    assert _untyped(fused) == set()
+    weights = {t.name for t in fused.graph.initializer}
+    weighted = {n.name for n in fused.graph.node if n.op_type == "MatMul" and n.input[1] in weights}
+    quantized = nncf_ptq(fused, calibration_samples(ctx, 32), Int8Config(overflow_fix="disable"))
+    producers = {output: node.op_type for node in quantized.graph.node for output in node.output}
+    fed = {n.name: [producers.get(i) for i in n.input] for n in quantized.graph.node if n.name in weighted}
+    assert fed == {name: ["DequantizeLinear", "DequantizeLinear"] for name in weighted}
+    outputs = agreement(fused, quantized, [inputs for inputs, _ in ctx.data.val], ctx.input_names)
+    assert outputs["min_cosine"] > 0.99, outputs
+
+
+def _untyped(model) -> set[str]:
+    """The tensors that nodes write and ONNX shape inference gives no type."""
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    typed = {value.name for value in [*inferred.value_info, *inferred.output]}
+    return {name for node in inferred.node for name in node.output if name and name not in typed}
 
 
 def test_a_cnn_has_nothing_to_fuse_and_is_handed_back():
