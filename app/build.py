@@ -88,7 +88,7 @@ def build_bundle(base_model, steps: list, data: DataSplits, out_dir: Path, name:
     manifest's source_model (edgeslim.report.provenance.source_model): which model the bundle comes from.
     `measure_source` records metrics["source"], the unchanged model's fp32 export (see fp32_source).
     """
-    from edgeslim.compress import apply_step, check_order
+    from edgeslim.compress import apply_step, check_order, distributed
     from edgeslim.export.onnx_export import ExportConfig, check_parity, export_onnx
 
     check_order(steps)
@@ -99,6 +99,8 @@ def build_bundle(base_model, steps: list, data: DataSplits, out_dir: Path, name:
         ctx.target, ctx.measure = build_target(device)
     with Timer() as timer:
         model = _torch_stage(base_model, [s for s in steps if s.stage == "torch"], ctx, torch_cache)
+        if not distributed.is_writer():
+            return None  # under torchrun rank 0 exports and writes; this rank's part ended with training
         log(f"{name}: export to ONNX (opset {export_config.opset}, dynamic batch)")
         proto, in_names, _ = export_onnx(model, sample, export_config)
         ctx.input_names = in_names

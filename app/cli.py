@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from edgeslim.core.errors import ConfigError, EdgeslimError, GateFailed, WorkerCrashed
+from edgeslim.core.errors import ConfigError, EdgeslimError, GateFailed, RankFailed, WorkerCrashed
 from edgeslim.core.version import __version__
 from edgeslim.failures import (
     REPORT_IT,
@@ -111,6 +111,8 @@ class Cli(click.Group):
         except GateFailed as exc:
             click.echo(f"edgeslim: gate failed: {one_line(str(exc))}", err=True)
             ctx.exit(1)
+        except RankFailed as exc:
+            self._stop_rank(ctx, exc)
         except WorkerCrashed as exc:
             self._fail(ctx, exc, 3, f"internal error: {exc}; this is a crash, not bad input: {REPORT_IT}")
         except EdgeslimError as exc:
@@ -121,6 +123,19 @@ class Cli(click.Group):
         except Exception as exc:  # a bug, not bad input
             self._fail(ctx, exc, 3, f"internal error: {type(exc).__name__}: {exc}; this is a bug in edgeslim, "
                                     f"not bad input: {REPORT_IT}")
+
+    @staticmethod
+    def _stop_rank(ctx, exc: BaseException) -> None:
+        """One sentence, then out at once: torch's process-group teardown would abort and print more."""
+        import os
+        import sys
+
+        if ctx.meta.get(CONSOLE, {}).get("debug"):
+            show_cause_chain(exc)
+        click.echo(f"edgeslim: {one_line(str(exc))}", err=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(3)
 
     @staticmethod
     def _fail(ctx, exc: BaseException, code: int, sentence: str) -> None:
@@ -139,10 +154,12 @@ class Cli(click.Group):
 @click.pass_context
 def main(ctx, debug: bool, quiet: bool) -> None:
     """Make trained PyTorch models small and fast for edge devices, and prove it."""
+    from edgeslim.compress.distributed import stop_on_sigterm
     from edgeslim.core.progress import configure
 
     ctx.meta[CONSOLE] = {"quiet": quiet, "debug": debug}
     configure(quiet, debug)
+    stop_on_sigterm()
 
 
 def _force_option(function):
@@ -203,6 +220,8 @@ def run(recipe: str | None, out: Path, force: bool, mlflow_uri: str | None, mlfl
     plan = load_recipe(recipe) if recipe else default_recipe()
     tracker = _open_tracker(mlflow_uri, mlflow_model)
     report = run_recipe(plan, out, force)
+    if report is None:
+        return  # a torchrun rank other than 0: it trained beside rank 0, which writes and reports
     click.echo(render_markdown(report))
     _track(report, out / "report.json", [out / "report.json", out / "report.md", out / "report.html"], tracker)
     if report.get("passed") is False:
@@ -286,8 +305,13 @@ def export(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol,
 
 def _bundle_output(out: Path, force: bool):
     """Refuse a --out that holds the user's files, and hold it against other writers, before any work."""
+    import contextlib
+
+    from edgeslim.compress.distributed import is_writer
     from edgeslim.core.outputs import check_bundle_output, claimed
 
+    if not is_writer():
+        return contextlib.nullcontext()  # torchrun: rank 0 checks, holds and writes the output
     check_bundle_output(out, force)
     return claimed(out)
 
@@ -355,12 +379,15 @@ def compress(model_spec, weights, data_spec, metric, out, name, opset, atol, rto
                                   relative=relative, overflow_fix=overflow_fix, int8_backend=int8_backend,
                                   int4_block_size=int4_block_size, optimize_graph=optimize_graph)
             budget = budget_from_flags(target_size, target_latency, device, options)
+            _refuse_budget_under_torchrun(budget)
         except OptionConflict as exc:
             raise click.UsageError(str(exc)) from None
         job = _job(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol, force, device,
                    dynamic_axes)
         if budget is None:
             manifest = build_job(job, plan_steps(options))
+            if manifest is None:
+                return  # a torchrun rank other than 0: it trained beside rank 0, which writes the bundle
             _echo_built(manifest, out)
         else:
             manifest = compress_to_budget(job, options, budget)
@@ -372,6 +399,14 @@ def compress(model_spec, weights, data_spec, metric, out, name, opset, atol, rto
         _check_accuracy_control(manifest, out)
         if budget is not None:
             _check_budget(manifest["metrics"]["budget"], out)
+
+
+def _refuse_budget_under_torchrun(budget) -> None:
+    from edgeslim.compress.distributed import is_distributed
+
+    if budget is not None and is_distributed():
+        raise ConfigError("--target-size and --target-latency search the pruning ratio in one process; run them "
+                          "without torchrun, or give --prune")
 
 
 def _echo_accuracy_control(manifest: dict) -> None:

@@ -22,6 +22,7 @@ def trained_model(recipe, data, metric):
     """The recipe's model, trained per `recipe.train` once and then read from the cache."""
     import torch
 
+    from edgeslim.compress import distributed
     from edgeslim.compress.train import FitOptions, fit
     from edgeslim.core.model_io import load_model, load_weights
 
@@ -43,6 +44,8 @@ def trained_model(recipe, data, metric):
                          weight_decay=recipe.train.weight_decay, seed=recipe.train.seed,
                          device=recipe.train.device)
     fit(model, train, options, label="train", val=data.val, metric=metric)
+    if not distributed.is_writer():
+        return model.eval()  # torchrun: rank 0 keeps the cache
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(f".tmp{os.getpid()}")
     torch.save(model.state_dict(), tmp)
@@ -50,14 +53,18 @@ def trained_model(recipe, data, metric):
     return model.eval()
 
 
-def run_recipe(recipe, out: Path, force: bool = False) -> dict:
+def run_recipe(recipe, out: Path, force: bool = False) -> dict | None:
     """Build each candidate under out/<name>, validate them all, write out/report.json and .md.
 
     `out` must be new, or hold only what an earlier run wrote (bundles and reports) unless `force`:
-    then the run writes beside the user's files and removes none of them.
+    then the run writes beside the user's files and removes none of them. Under torchrun the ranks
+    other than 0 train beside rank 0, write nothing and return None.
     """
+    from edgeslim.compress.distributed import is_writer
     from edgeslim.core.outputs import check_run_output, claimed
 
+    if not is_writer():
+        return _run_recipe(recipe, Path(out), force)
     check_run_output(out, force)
     with claimed(out):
         return _run_recipe(recipe, Path(out), force)
@@ -65,7 +72,7 @@ def run_recipe(recipe, out: Path, force: bool = False) -> dict:
 
 def _run_recipe(recipe, out: Path, force: bool) -> dict:
     from edgeslim.build import build_bundle
-    from edgeslim.compress import check_order
+    from edgeslim.compress import check_order, distributed
     from edgeslim.core.model_io import state_digest
     from edgeslim.core.outputs import write_document
     from edgeslim.core.specs import load_data, load_metric
@@ -96,6 +103,8 @@ def _run_recipe(recipe, out: Path, force: bool) -> dict:
             build_bundle(model, candidate.steps, data, out / candidate.name, candidate.name, metric, export,
                          torch_cache, force, device=recipe.devices[0], source=source)
             bundles.append(str(out / candidate.name))
+        if not distributed.is_writer():
+            return None  # torchrun: this rank trained beside rank 0, which validates and reports
         specs = {"model": recipe.model, "weights": recipe.weights, "weights_sha256": state_digest(model),
                  "data": recipe.data}
         report = validate_bundles(bundles, data, recipe.devices, metric, recipe.metric,

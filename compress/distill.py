@@ -6,6 +6,8 @@ from typing import ClassVar, Literal
 
 from edgeslim.compress.distill_losses import LOSS_CHOICES, choose_loss
 from edgeslim.compress.registry import StepConfig, register_step, require
+from edgeslim.compress.teacher_cache import CACHE_CHOICES
+from edgeslim.compress.train import PRECISIONS
 from edgeslim.core.errors import ConfigError
 from edgeslim.core.progress import log
 
@@ -28,6 +30,11 @@ class DistillConfig(StepConfig):
     feature_weight: float = 1.0
     patience: int = 0               # early stopping on the val metric (0: off); keeps the best epoch
     resume: bool = True             # checkpoint each epoch; an interrupted run resumes
+    teacher_cache: Literal["auto", "on", "off"] = field(default="auto", metadata={
+        "description": "Run the original model once over the train batches and read its outputs back from disk "
+                       "(memory-mapped) instead of running it every epoch; auto: from 2 epochs on, without features."})
+    precision: Literal["auto", "fp32", "bf16"] = field(default="auto", metadata={
+        "description": "bf16 autocast for training; auto: bf16 on a GPU that supports it, fp32 on the CPU."})
 
     def check(self) -> None:
         require(self.epochs >= 1, "distill.epochs", self.epochs, "at least 1")
@@ -37,6 +44,9 @@ class DistillConfig(StepConfig):
         require(self.patience >= 0, "distill.patience", self.patience, "0 (off) or more epochs")
         require(self.loss in LOSS_CHOICES, "distill.loss", self.loss, " or ".join(map(repr, LOSS_CHOICES)))
         require(self.feature_weight >= 0, "distill.feature_weight", self.feature_weight, "0 or more")
+        require(self.teacher_cache in CACHE_CHOICES, "distill.teacher_cache", self.teacher_cache,
+                " or ".join(map(repr, CACHE_CHOICES)))
+        require(self.precision in PRECISIONS, "distill.precision", self.precision, " or ".join(map(repr, PRECISIONS)))
 
 
 def checkpoint_path(ctx, config: DistillConfig):
@@ -81,11 +91,13 @@ def distill(model, config: DistillConfig, ctx):
     options = FitOptions(epochs=config.epochs, lr=config.lr, weight_decay=config.weight_decay,
                          temperature=config.temperature, alpha=config.alpha, seed=config.seed, loss=loss,
                          device=config.device, features=config.features, feature_weight=config.feature_weight,
-                         patience=config.patience, checkpoint=checkpoint_path(ctx, config) if config.resume else None)
+                         patience=config.patience, checkpoint=checkpoint_path(ctx, config) if config.resume else None,
+                         teacher_cache=config.teacher_cache, precision=config.precision)
     history: list[dict] = []
+    facts: dict = {}
     fit(model, train, options, label=f"{ctx.candidate}: distill", teacher=ctx.teacher,
-        val=ctx.data.val, metric=ctx.metric, history=history)
-    ctx.record(distill_history=history)
+        val=ctx.data.val, metric=ctx.metric, history=history, facts=facts)
+    ctx.record(distill_history=history, distill_run=facts)
     if ctx.data.val:
         ctx.record(val_after_distill=evaluate_torch(model, ctx.data.val, ctx.metric))
     return model

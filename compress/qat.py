@@ -37,9 +37,17 @@ class QatConfig(StepConfig):
     keep_best: bool = True
     # 7-bit weights everywhere by default, as for PTQ: trained ranges must compute the same on every CPU.
     overflow_fix: str = "enable"
+    teacher_cache: str = "auto"     # as distill's: the original model's outputs run once, read from disk
+    precision: str = "auto"         # as distill's: bf16 autocast on a GPU that has it, fp32 on the CPU
 
     def check(self) -> None:
+        from edgeslim.compress.teacher_cache import CACHE_CHOICES
+        from edgeslim.compress.train import PRECISIONS
+
         check_overflow_fix("qat", self.overflow_fix)
+        require(self.teacher_cache in CACHE_CHOICES, "qat.teacher_cache", self.teacher_cache,
+                " or ".join(map(repr, CACHE_CHOICES)))
+        require(self.precision in PRECISIONS, "qat.precision", self.precision, " or ".join(map(repr, PRECISIONS)))
         require(self.epochs >= 1, "qat.epochs", self.epochs, "at least 1")
         require(self.lr > 0, "qat.lr", self.lr, "positive")
         require(self.subset_size >= 1, "qat.subset_size", self.subset_size, "at least 1")
@@ -188,11 +196,13 @@ def qat(model, config: QatConfig, ctx):
         ctx.record(qat_start_accuracy=evaluate_torch(quantized, ctx.data.val, ctx.metric))
     options = FitOptions(epochs=config.epochs, lr=config.lr, temperature=config.temperature, alpha=config.alpha,
                          seed=config.seed, device=config.device, keep_start=config.keep_best, loss=loss,
-                         patience=config.epochs if config.keep_best else 0)
+                         patience=config.epochs if config.keep_best else 0, teacher_cache=config.teacher_cache,
+                         precision=config.precision)
     history: list[dict] = []
+    facts: dict = {}
     fit(quantized, train, options, label=f"{ctx.candidate}: qat", teacher=ctx.teacher if config.distill else None,
-        val=ctx.data.val, metric=ctx.metric, history=history)
-    ctx.record(qat_history=history)
+        val=ctx.data.val, metric=ctx.metric, history=history, facts=facts)
+    ctx.record(qat_history=history, qat_run=facts)
     stripped = nncf.strip(quantized, do_copy=True, strip_format=nncf.StripFormat.NATIVE, example_input=example)
     with torch.no_grad():
         stripped.eval()

@@ -42,6 +42,11 @@ class WorkerCrashed(EdgeslimError):
     protocol): a bug in edgeslim or its runtime, not bad input, so the CLI exits 3 and asks for a report."""
 
 
+class RankFailed(EdgeslimError):
+    """Another rank of a torchrun job stopped (killed, crashed, out of memory) while this one waited for it:
+    the CLI says so in one sentence and ends this rank at once (exit 3), so that the job does not hang."""
+
+
 def require(condition: bool, field: str, value, rule: str) -> None:
     """Raise a ConfigError that names the field, its value and the rule, unless condition holds."""
     if not condition:

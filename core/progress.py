@@ -44,13 +44,18 @@ class _StderrLines(logging.Handler):
 
 def configure(quiet: bool = False, debug: bool = False) -> None:
     """What the CLI does at start: progress lines and bars on stderr (only warnings with `quiet`), and the
-    libraries' noise silenced (shown on stderr with `debug`). Calling it again replaces the settings."""
+    libraries' noise silenced (shown on stderr with `debug`). Calling it again replaces the settings.
+    Under torchrun only rank 0 speaks: the other ranks train the same steps and show errors alone."""
+    import os
+
     from edgeslim.core.noise import quiet_libraries
 
+    quiet = quiet or os.environ.get("RANK", "0") != "0"
     for handler in [h for h in LOGGER.handlers if isinstance(h, _StderrLines)]:
         LOGGER.removeHandler(handler)
     LOGGER.addHandler(_StderrLines())
-    LOGGER.setLevel(logging.WARNING if quiet else logging.INFO)
+    follower = os.environ.get("RANK", "0") != "0"
+    LOGGER.setLevel(logging.ERROR if follower else logging.WARNING if quiet else logging.INFO)
     LOGGER.propagate = False  # an application's root handler would print each line twice
     _SETTINGS["bars"] = not quiet
     quiet_libraries(debug=debug, quiet=quiet)

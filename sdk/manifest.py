@@ -155,6 +155,13 @@ class BuildMetrics:
         "description": "The optimize step: the ops onnxruntime fused, whether the fused graph was kept, and why not."})
     distill_history: list[EpochRecord] | None = None
     qat_history: list[EpochRecord] | None = None
+    distill_run: dict[str, Any] | None = field(default=None, metadata={
+        "description": "How distillation ran: ranks (torchrun processes), backend (gloo, nccl), precision (fp32, "
+                       "bf16) and teacher (cached: run once, outputs read from disk; live: run every step)."})
+    qat_run: dict[str, Any] | None = field(default=None, metadata={"description": "As distill_run, for QAT."})
+    source: dict[str, Any] | None = field(default=None, metadata={
+        "description": "The unchanged model's fp32 export that compress states its gain against: size_bytes, "
+                       "accuracy."})
 
 
 @dataclass
