@@ -10,13 +10,14 @@ from pathlib import Path
 
 import click
 
-from edgeslim.core.errors import ConfigError, EdgeslimError, GateFailed, RankFailed, WorkerCrashed
+from edgeslim.core.errors import ConfigError, EdgeslimError, GateFailed, Incomplete, RankFailed, WorkerCrashed
 from edgeslim.core.version import __version__
 from edgeslim.failures import (
     REPORT_IT,
     SHOWS_HELP,
     UsageFailure,
     command_path,
+    missing_extra,
     one_line,
     show_cause_chain,
     usage_sentence,
@@ -111,6 +112,9 @@ class Cli(click.Group):
         except GateFailed as exc:
             click.echo(f"edgeslim: gate failed: {one_line(str(exc))}", err=True)
             ctx.exit(1)
+        except Incomplete as exc:
+            click.echo(f"edgeslim: {one_line(str(exc))}", err=True)
+            ctx.exit(1)
         except RankFailed as exc:
             self._stop_rank(ctx, exc)
         except WorkerCrashed as exc:
@@ -120,7 +124,10 @@ class Cli(click.Group):
         except KeyboardInterrupt:
             click.echo("edgeslim: interrupted", err=True)
             ctx.exit(130)
-        except Exception as exc:  # a bug, not bad input
+        except Exception as exc:  # a bug, not bad input; or an optional extra not installed (torch, NNCF, ...)
+            missing = missing_extra(exc, ctx.invoked_subcommand)
+            if missing:
+                self._fail(ctx, exc, 2, f"error: {missing}")
             self._fail(ctx, exc, 3, f"internal error: {type(exc).__name__}: {exc}; this is a bug in edgeslim, "
                                     f"not bad input: {REPORT_IT}")
 
@@ -224,6 +231,7 @@ def run(recipe: str | None, out: Path, force: bool, mlflow_uri: str | None, mlfl
         return  # a torchrun rank other than 0: it trained beside rank 0, which writes and reports
     click.echo(render_markdown(report))
     _track(report, out / "report.json", [out / "report.json", out / "report.md", out / "report.html"], tracker)
+    _check_measured(report, out / "report.json")
     if report.get("passed") is False:
         raise GateFailed("; ".join(failures(report)))
 
@@ -401,6 +409,14 @@ def compress(model_spec, weights, data_spec, metric, out, name, opset, atol, rto
             _check_budget(manifest["metrics"]["budget"], out)
 
 
+def _check_measured(report: dict, path: Path) -> None:
+    """Exit 1 where a device failed some measurements: the report, written, holds the rest."""
+    failed = [f"{entry['name']} on {device}" for entry in report["candidates"] for device in entry.get("failed") or {}]
+    if failed:
+        raise Incomplete(f"{len(failed)} measurement(s) failed ({', '.join(failed[:4])}"
+                         f"{', ...' if len(failed) > 4 else ''}); {path} has the others and says why")
+
+
 def _refuse_budget_under_torchrun(budget) -> None:
     from edgeslim.compress.distributed import is_distributed
 
@@ -519,6 +535,7 @@ def validate(bundles, data_spec, devices, metric, baseline, out, io, runs, warmu
         _write_documents(outputs, {"json": report, "markdown": text}, force)
     click.echo(text)
     _track(report, out, [path for path, _ in outputs], tracker)
+    _check_measured(report, out)
 
 
 @main.command()
@@ -589,7 +606,7 @@ def history(store, model_spec, as_json, plot, force) -> None:
     """
     from edgeslim.core.outputs import claimed
     from edgeslim.core.progress import log
-    from edgeslim.history import history_text, read_records, records_json, store_folder, write_plot
+    from edgeslim.history import history_text, nothing_recorded, read_records, records_json, write_plot
 
     records = read_records(store, model_spec)
     if plot:
@@ -601,8 +618,7 @@ def history(store, model_spec, as_json, plot, force) -> None:
     elif records:
         click.echo(history_text(records))
     else:
-        folder = store_folder(store)
-        log(f"no run is recorded in {folder}" if folder else "recording is off (EDGESLIM_HISTORY=off)")
+        log(nothing_recorded(store, model_spec))
 
 
 @main.command()

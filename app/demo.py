@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgeslim.core.errors import MissingModule
+
+INSTALL = "pip install 'edgeslim[demo]'"
+
 
 def digits_cnn(width: int = 64):
     """Four 3x3 convolutions and a two-layer head for 1x8x8 digit images (2x2 after two poolings);
@@ -30,8 +34,11 @@ def digits_cnn(width: int = 64):
 
 def digits_arrays(seed: int = 0):
     """(x_train, y_train, x_val, y_val): 1x8x8 float32 images in [0, 1], stratified 80/20."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    try:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+    except ModuleNotFoundError as exc:  # scikit-learn, or a library it needs
+        raise MissingModule(exc.name, INSTALL) from None
 
     digits = load_digits()
     images = (digits.images / 16.0).astype(np.float32)[:, None]

@@ -72,3 +72,14 @@ def show_cause_chain(exc: BaseException) -> None:
         current.__suppress_context__ = False
         current = current.__cause__ or current.__context__
     click.echo("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip(), err=True)
+
+
+def missing_extra(exc: BaseException, command: str | None) -> str | None:
+    """`compress needs torch, which is not installed here: pip install 'edgeslim[compress]'`, for a module of
+    one of edgeslim's optional extras that is not installed; None for any other error (edgeslim's own bug)."""
+    from edgeslim.core.errors import install_command
+
+    hint = install_command(exc) if isinstance(exc, ModuleNotFoundError) else None
+    if hint is None:
+        return None
+    return f"{command or 'edgeslim'} needs {exc.name}, which is not installed here: {hint}"

@@ -150,14 +150,17 @@ def new_record(report: dict, report_path: str | Path) -> dict:
     from edgeslim.report.summary import verdict
 
     run = report.get("run") or {}
+    # The weights: `run` records its own (weights_sha256: the trained state's digest); `validate` has none of its
+    # own but its bundles' source model's, which the report's run section holds.
+    source = run.get("source_model") if isinstance(run.get("source_model"), dict) else {}
+    weights = {key: run[key] if run.get(key) is not None else source.get(key) for key in ("weights", "weights_sha256")}
     now = datetime.now(timezone.utc)
     run_id = run.get("id") if isinstance(run.get("id"), str) and _safe_id(run["id"]) else f"{now:%Y%m%dT%H%M%S%fZ}"
     return {"format": HISTORY_FORMAT, "id": run_id, "recorded": now.isoformat(),
             "report": str(Path(report_path).absolute()), "report_copy": f"{run_id}{COPY_SUFFIX}",
             "baseline": report["baseline"], "candidates": [_figures(entry) for entry in report["candidates"]],
             "created": run.get("created"), "command": run.get("command"), "commit": run.get("commit"),
-            "commit_dirty": run.get("commit_dirty"), "model": model_name(report), "weights": run.get("weights"),
-            "weights_sha256": run.get("weights_sha256"), "data": run.get("data"),
+            "commit_dirty": run.get("commit_dirty"), "model": model_name(report), **weights, "data": run.get("data"),
             "data_sha256": run.get("data_sha256"), "metric": (report.get("settings") or {}).get("metric"),
             "best": verdict(report)["best"], "passed": report.get("passed")}
 
@@ -215,6 +218,27 @@ def read_records(folder: str | Path | None = None, model: str | None = None) -> 
         if model is None or (data.get("model") and same_model(data["model"], model)):
             records.append(data)
     return sorted(records, key=lambda record: (record["recorded"], record["id"]))
+
+
+def nothing_recorded(folder: str | Path | None = None, model: str | None = None) -> str:
+    """Why `edgeslim history` lists no run: recording is off, the store is empty, or it holds other models' runs
+    only (then it names them, as --model takes them)."""
+    store = store_folder(folder)
+    if store is None:
+        return f"recording is off ({ENV}=off)"
+    everything = read_records(folder) if model is not None else []
+    if not everything:
+        return f"no run is recorded in {store}"
+    models = list(dict.fromkeys(_short_model(record["model"]) for record in everything if record.get("model")))
+    unnamed = sum(1 for record in everything if not record.get("model"))
+    held = [*([f"runs of {', '.join(models)}"] if models else []),
+            *([f"{_runs(unnamed)} of bundles that record no model"] if unnamed else [])]
+    return (f"none of the {_runs(len(everything))} recorded in {store} is of the model {model}; it holds "
+            f"{' and '.join(held)}" + ("; give one of those to --model" if models else ""))
+
+
+def _runs(count: int) -> str:
+    return f"{count} run" + ("s" if count != 1 else "")
 
 
 def previous_report(report: dict, folder: str | Path | None = None) -> tuple[Path, dict]:

@@ -29,7 +29,7 @@ import warnings
 from pathlib import Path
 
 from edgeslim.core.errors import ConfigError
-from edgeslim.core.progress import log
+from edgeslim.core.progress import log, warn
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 FROM_ENVIRONMENT = "default"        # the value of a bare --mlflow
@@ -65,16 +65,26 @@ def _metric_key(*parts: str) -> str:
 # -- MLflow, quietly ----------------------------------------------------------------------------
 
 class _Forward(logging.Handler):
+    """MLflow's log records as edgeslim's lines: progress below ERROR, warnings (shown with --quiet too) above."""
+
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            log(f"mlflow: {record.getMessage()}")
+            (warn if record.levelno >= logging.ERROR else log)(f"mlflow: {record.getMessage()}")
         except Exception:
             self.handleError(record)
 
 
+# Python warnings raised inside MLflow, SQLAlchemy and Alembic are about their own internals ("The ``noload``
+# loader strategy is deprecated"), nothing a user can act on: they go to the logger Python's own
+# logging.captureWarnings uses, which has no level of its own, so edgeslim.core.noise decides by the root
+# logger's level: shown on stderr with --debug, hidden without it.
+_LIBRARY_WARNINGS = logging.getLogger("py.warnings")
+
+
 @contextlib.contextmanager
 def _quiet():
-    """MLflow's log lines and warnings as edgeslim progress lines; anything it prints, to stderr."""
+    """MLflow's log lines as edgeslim progress lines (its errors as warnings), the warnings raised inside it
+    for --debug only; anything it prints, to stderr."""
     for name in _LOGGERS:
         logger = logging.getLogger(name)
         logger.handlers = [_Forward()]
@@ -85,7 +95,7 @@ def _quiet():
             yield
         finally:
             for warning in caught:
-                log(f"mlflow: {warning.message}")
+                _LIBRARY_WARNINGS.warning("mlflow: %s: %s", warning.category.__name__, warning.message)
 
 
 def _mlflow():

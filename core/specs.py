@@ -6,7 +6,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from edgeslim.core.errors import SpecError
+from edgeslim.core.errors import SpecError, not_installed
 
 _FORM = "path/to/file.py:factory or package.module:factory"
 
@@ -41,6 +41,8 @@ def _import_file(target: str, what: str, spec: str):
         sys.path.insert(0, str(path.parent))
     try:
         loader_spec.loader.exec_module(module)
+    except ModuleNotFoundError as exc:  # a library the user's file imports
+        raise SpecError(f"{what} spec {spec!r}: importing {target} needs {not_installed(exc)}") from None
     except Exception as exc:  # the user's code failed: say so in one sentence
         raise SpecError(f"{what} spec {spec!r}: importing {target} raised {type(exc).__name__}: {exc}") from None
     sys.modules[module_name] = module
@@ -51,6 +53,8 @@ def _import_module(target: str, what: str, spec: str):
     try:
         return importlib.import_module(target)
     except ModuleNotFoundError as exc:
+        if exc.name and not (target == exc.name or target.startswith(f"{exc.name}.")):  # one the module imports
+            raise SpecError(f"{what} spec {spec!r}: importing {target} needs {not_installed(exc)}") from None
         raise SpecError(f"{what} spec {spec!r}: no module named {exc.name!r}; "
                         f"check the name or give a file path ending in .py") from None
     except Exception as exc:
@@ -61,6 +65,8 @@ def call_factory(spec: str, what: str):
     factory = resolve(spec, what)
     try:
         return factory()
+    except ModuleNotFoundError as exc:  # a library the factory imports when called
+        raise SpecError(f"{what} factory {spec!r} needs {not_installed(exc)}") from None
     except Exception as exc:
         raise SpecError(f"{what} factory {spec!r} raised {type(exc).__name__}: {exc}") from None
 

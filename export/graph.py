@@ -48,22 +48,66 @@ def tensor_specs(model, which: str) -> list[dict]:
     return specs
 
 
+# Inputs that are no weights, by operator: batch-norm running statistics, quantization scales and zero points
+# (onnxruntime's com.microsoft ops included), shapes and indices.
+_SIDE_INPUTS = {
+    "BatchNormalization": (3, 4),                   # running mean and variance: buffers in torch
+    "QuantizeLinear": (1, 2), "DequantizeLinear": (1, 2),
+    "DynamicQuantizeMatMul": (2, 3),                # A, B, b_scale, b_zero_point, bias
+    "MatMulIntegerToFloat": (2, 3, 4, 5),           # A, B, a_scale, b_scale, a_zero_point, b_zero_point, bias
+    "MatMulInteger": (2, 3), "ConvInteger": (2, 3),
+    "QLinearConv": (1, 2, 4, 5, 6, 7), "QLinearMatMul": (1, 2, 4, 5, 6, 7),
+    "MatMulNBits": (2, 3, 4),                       # A, B, scales, zero_points, g_idx, bias
+    **dict.fromkeys(("Reshape", "Expand", "Tile", "Slice", "Unsqueeze", "Squeeze", "Pad", "Resize", "Gather",
+                     "Clip"), (1, 2, 3, 4)),
+}
+_INTEGER_TYPES = {2, 3, 4, 5, 6, 12, 13, 21, 22}   # onnx.TensorProto: (u)int8, (u)int16, int32, uint32/64, (u)int4
+
+
 def count_params(model) -> int:
-    """Elements of the weight initializers; quantization scales, zero points and shapes excluded."""
+    """Elements of the weight initializers, as torch counts parameters: what is not a weight is excluded,
+    namely BatchNorm running statistics, quantization scales and zero points (of QuantizeLinear and
+    DequantizeLinear, MatMulNBits, onnxruntime's integer and dynamic-quantization ops, and the per-channel
+    scales that expand int8 weights by Cast and Mul), and int64 shapes and indices. A MatMulNBits weight
+    counts its K x N elements, not the bytes it packs them in, and an Identity of a weight (the exporter's
+    de-duplication of equal tensors) counts as the parameter it stands for. BatchNorm that export folded
+    into a convolution is no tensor of its own: its scale and shift live on in the convolution's weight and bias.
+    """
     import onnx
 
-    side_inputs = set()
+    initializers = {tensor.name: tensor for tensor in model.graph.initializer}
+    producers = {output: node for node in model.graph.node for output in node.output}
+    side, counted = set(), {}
     for node in model.graph.node:
-        if node.op_type in QDQ_OPS:
-            side_inputs.update(node.input[1:])
-        elif node.op_type in ("Reshape", "Expand", "Tile", "Slice", "Unsqueeze", "Squeeze", "ConstantOfShape"):
-            side_inputs.update(node.input[1:])
-    total = 0
-    for tensor in model.graph.initializer:
-        if tensor.name in side_inputs or tensor.data_type == onnx.TensorProto.INT64:
+        side.update(node.input[i] for i in _SIDE_INPUTS.get(node.op_type, ()) if i < len(node.input))
+        side.update(_scales_of_expansion(node, producers, initializers))
+        if node.op_type == "MatMulNBits" and len(node.input) > 1:
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            counted[node.input[1]] = int(attrs.get("K", 0)) * int(attrs.get("N", 0))
+    sizes = {name: counted.get(name, int(np.prod(tensor.dims, dtype=np.int64))) for name, tensor in initializers.items()
+             if name not in side and tensor.data_type != onnx.TensorProto.INT64}
+    # The exporter keeps one of several equal tensors (biases and norms at their initial values) and feeds the
+    # others' consumers through an Identity of it: each of those is a parameter of its own in torch.
+    copies = sum(sizes.get(node.input[0], 0) for node in model.graph.node
+                 if node.op_type == "Identity" and node.output[0] not in side)
+    return sum(sizes.values()) + copies
+
+
+def _scales_of_expansion(node, producers: dict, initializers: dict) -> list[str]:
+    """The scale a Mul applies to an integer weight (`Cast(int8 W) * scale`, the int8 weights form) or to a
+    dynamically quantized product (`x_scale * W_scale`, onnxruntime's quantize_dynamic): [its name], else []."""
+    if node.op_type != "Mul" or len(node.input) != 2:
+        return []
+    for own, other in (node.input, node.input[::-1]):
+        maker = producers.get(other)
+        if own not in initializers or maker is None:
             continue
-        total += int(np.prod(tensor.dims, dtype=np.int64))
-    return total
+        cast_of_integer = (maker.op_type == "Cast" and maker.input and maker.input[0] in initializers
+                           and initializers[maker.input[0]].data_type in _INTEGER_TYPES)
+        dynamic_scale = maker.op_type == "DynamicQuantizeLinear" and list(maker.output).index(other) == 1
+        if cast_of_integer or dynamic_scale:
+            return [own]
+    return []
 
 
 def op_counts(model) -> dict[str, int]:

@@ -126,10 +126,12 @@ def render_markdown(report: dict) -> str:
         # passed is null until gates run: a candidate no gate checked shows a dash, not "pass".
         cells += [row["pareto"], row["steps"], {True: "pass", False: "**FAIL**"}.get(row["passed"], "—")]
         lines.append("| " + " | ".join(cells) + " |")
+    blocks = [_comparison(report), _kernel_lines(report), _kept_lines(report), _slower_lines(report),
+              _accuracy_by_device(report), _latency_details(report, devices), _fine_tuning(report),
+              _quantization(report), _gate_lines(report)]
+    # One blank line between blocks: a block the report has nothing for ("") leaves none.
     lines += ["", "★: on the Pareto front of accuracy against size, or against p50 latency on that device.", "",
-              _comparison(report), _kernel_lines(report), _kept_lines(report), _slower_lines(report),
-              _accuracy_by_device(report),
-              _latency_details(report, devices), _fine_tuning(report), _quantization(report), _gate_lines(report)]
+              *(block.strip("\n") + "\n" for block in blocks if block.strip())]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -53,6 +53,22 @@ def test_weights_of_another_shape(cli, tmp_path):
     _assert_clean_failure(result, "of another shape (first: body.0.weight")
 
 
+MISSING = "needs the module 'no_such_library', which is not installed here: install the package that provides it"
+
+
+@pytest.mark.parametrize("where, fragment", [
+    ("factory", f"data factory '{{spec}}' {MISSING}"),      # imported when called
+    ("file", f"data spec '{{spec}}': importing {{file}} {MISSING}"),  # imported by the file
+])
+def test_a_data_factory_that_needs_a_missing_module_says_to_install_it(cli, tmp_path, where, fragment):
+    source = tmp_path / "mydata.py"
+    body = "    import no_such_library\n" if where == "factory" else ""
+    source.write_text(("" if body else "import no_such_library\n") + f"def data():\n{body}    return {{}}\n")
+    data_spec = f"{source}:data"
+    result = cli("export", "--model", spec("small_cnn"), "--data", data_spec, "--out", tmp_path / "b")
+    _assert_clean_failure(result, fragment.format(spec=data_spec, file=source))
+
+
 @pytest.mark.parametrize("data_spec, fragment", [
     (spec("not_a_mapping"), "must return a mapping with 'val'"),
     (spec("digits_16x16"), "cannot run on the data's first batch"),

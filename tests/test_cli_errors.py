@@ -1,6 +1,7 @@
 """One error path: every usage or input error is one line `edgeslim: error: ...` and exit 2; a bug or a
 crashed worker is exit 3 and asks for a report; --debug shows the whole chain of causes."""
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -301,3 +302,58 @@ def test_the_cli_shows_progress_unless_quiet_and_keeps_stdout_for_results(tmp_pa
     # warnings only (the untrained model's accuracy may also fall more than 2% below its fp32 export's)
     assert quiet.stderr.endswith(NO_WEIGHTS), quiet.stderr
     assert all(line.startswith("[edgeslim] warning: ") for line in quiet.stderr.splitlines()), quiet.stderr
+
+
+# -- an optional extra that is not installed -------------------------------------------------------
+
+# A child process in which importing `module` fails as on an install without it, running the CLI on argv.
+WITHOUT = """
+import sys
+
+class Absent:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == {module!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+
+sys.meta_path.insert(0, Absent())
+sys.argv = ["edgeslim", "--quiet", *{args!r}]
+from edgeslim.cli import main
+main()
+"""
+CNN = ["--model", spec("small_cnn"), "--data", spec("digits")]
+EXTRA_CASES = [
+    ("torch", ["compress", *CNN, "--out", "b"], "compress needs torch, which is not installed here: "
+                                                "pip install 'edgeslim[compress]'"),
+    ("torch", ["export", *BUILD], "export needs torch, which is not installed here: pip install 'edgeslim[compress]'"),
+    ("torch", ["sensitivity", *CNN], "sensitivity needs torch, which is not installed here"),
+    ("torch", ["run", "--out", "demo"],
+     "run needs torch, which is not installed here: pip install 'edgeslim[compress]'"),
+    ("torch_pruning", ["compress", *CNN, "--prune", "0.5", "--out", "b"],
+     "compress needs torch_pruning, which is not installed here: pip install 'edgeslim[compress]'"),
+    ("nncf", ["compress", *CNN, "--quantize", "int8", "--int8-backend", "nncf", "--calibration-samples", "8",
+              "--out", "b"], "compress needs nncf, which is not installed here: pip install 'edgeslim[compress]'"),
+    # the demo's data factory: the generic rule for a factory missing a module, with the demo's extra named
+    ("sklearn", ["run", "--out", "demo"], "data factory 'edgeslim.demo:digits_data' needs the module 'sklearn', "
+                                          "which is not installed here: pip install 'edgeslim[demo]'"),
+]
+
+
+@pytest.mark.parametrize("module, args, fragment", EXTRA_CASES, ids=[f"{m}-{a[0]}" for m, a, _ in EXTRA_CASES])
+def test_a_missing_optional_extra_is_one_sentence_and_exit_2(tmp_path, module, args, fragment):
+    done = subprocess.run([sys.executable, "-c", WITHOUT.format(module=module, args=args)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "EDGESLIM_HISTORY": "off"})
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("edgeslim: error: ") and fragment in line, line
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_a_module_missing_inside_edgeslim_itself_is_still_a_bug(tmp_path, monkeypatch):
+    """Only the modules of edgeslim's extras are the user's to install; another missing module is exit 3."""
+    def broken(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'edgeslim.gone'", name="edgeslim.gone")
+
+    monkeypatch.setattr("edgeslim.build.build_job", broken)
+    result = invoke("export", *BUILD[:-1], tmp_path / "b")
+    assert_one_line(result, "internal error: ModuleNotFoundError", code=3, kind="internal error")

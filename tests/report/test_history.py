@@ -154,3 +154,45 @@ def test_coverage_is_integer_kernels_over_all_quantizable_nodes():
                              "gemm": {"int8": "x", "float": 1}}}
     assert coverage_fraction(coverage) == pytest.approx(7 / 10)
     assert coverage_fraction({"families": {}}) is None and coverage_fraction(None) is None
+
+
+def _report_of(model: str | None, run: dict | None = None) -> dict:
+    report = tiny_report()
+    report["run"] = {"id": None, "command": "validate", "model": model, "weights": None, "weights_sha256": None,
+                     **(run or {})}
+    return report
+
+
+def test_a_model_with_no_runs_names_the_models_the_store_holds(cli, store):
+    record_run(_report_of("/ci/checkout/zoo.py:small_cnn"), "r1.json")
+    record_run(_report_of("zoo.py:small_cnn"), "r2.json")
+    record_run(_report_of("models.mobilenet:net"), "r3.json")
+    result = loud("history", "--model", "nothere.py:x")  # a progress line: shown unless --quiet
+    assert result.exit_code == 0 and result.stdout == "", result.stderr
+    assert f"none of the 3 runs recorded in {store} is of the model nothere.py:x; it holds runs of " \
+           "zoo.py:small_cnn, models.mobilenet:net; give one of those to --model" in result.stderr, result.stderr
+    assert cli("history", "--model", "zoo.py:small_cnn").stdout.count("\n") == 2  # as the sentence names it
+    empty = store.parent / "empty"
+    empty.mkdir()
+    assert f"no run is recorded in {empty}" in loud("history", empty, "--model", "nothere.py:x").stderr
+
+
+def loud(*args):
+    from click.testing import CliRunner
+
+    from edgeslim.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_a_validate_record_keeps_the_weights_of_the_bundles_source_model(cli, store):
+    source = {"model": "zoo.py:small_cnn", "weights": "cnn.pt", "weights_sha256": "a" * 64, "trained": False,
+              "params": 56714, "data": "zoo.py:digits", "data_sha256": "b" * 64}
+    record_run(_report_of("zoo.py:small_cnn", {"source_model": source}), "validated.json")
+    # `run` records the trained state's digest in its own run section: that one stays
+    record_run(_report_of("zoo.py:small_cnn", {"command": "run", "weights_sha256": "c" * 64,
+                                               "source_model": {**source, "weights": None, "weights_sha256": None,
+                                                                "trained": True}}), "ran.json")
+    validated, ran = json.loads(cli("history", "--json").stdout)
+    assert (validated["weights"], validated["weights_sha256"]) == ("cnn.pt", "a" * 64)
+    assert (ran["weights"], ran["weights_sha256"]) == (None, "c" * 64)

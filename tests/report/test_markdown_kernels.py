@@ -44,3 +44,12 @@ def test_a_malformed_coverage_does_not_break_the_report():
     odd = {"provider": None, "families": {"conv": {"int8": "many"}, "gemm": []}}
     text = render_markdown(_report(_entry("fp32", 4000), _entry("int8", 1000, odd)))
     assert "- int8 kernels (?): `int8`: no conv, matmul, gemm or attention nodes" in text
+
+
+def test_blocks_are_one_blank_line_apart_whatever_the_report_leaves_out():
+    """A report like the demo's: kernel lines, then no kept-whole, slower or per-device sections, then latency."""
+    report = _report(_entry("fp32", 4000), _entry("int8", 1000, _coverage((21, 21), (1, 1))))
+    text = render_markdown(report)
+    assert "\n\n\n" not in text, text
+    assert "- int8 kernels (cpu): `int8`: 21/21 conv, 1/1 gemm\n\n## Latency\n" in text
+    assert "\n\n\n" not in render_markdown(_report(_entry("fp32", 4000)))

@@ -137,3 +137,34 @@ def test_bad_mlflow_options_are_one_sentence(cli, bundles, tmp_path):
     assert_one_sentence(cli(*args, "--mlflow", f"sqlite:///{blocker}/mlflow.db"), f"{blocker} is a file, not a folder")
     assert_one_sentence(cli("run", "--mlflow", "recipe.yaml", "--out", tmp_path / "o"), "it looks like a recipe")
     assert not (tmp_path / "r.json").exists()
+
+
+def test_library_warnings_inside_mlflow_show_with_debug_only_and_its_errors_always(capsys):
+    """SQLAlchemy's "The ``noload`` loader strategy is deprecated", raised on every --mlflow run, is nothing a
+    user can act on: on stderr with --debug only. MLflow's progress lines and real errors stay."""
+    import logging
+    import warnings
+
+    from edgeslim.core.progress import configure
+    from edgeslim.tracking import _quiet
+
+    def mlflow_at_work():
+        with _quiet():
+            warnings.warn("The ``noload`` loader strategy is deprecated", DeprecationWarning, stacklevel=1)
+            logging.getLogger("mlflow").info("Creating initial MLflow database tables...")
+            logging.getLogger("mlflow").error("API request to the store failed")
+        return capsys.readouterr()
+
+    try:
+        configure()
+        shown = mlflow_at_work()
+        assert shown.err == ("[edgeslim] mlflow: Creating initial MLflow database tables...\n"
+                             "[edgeslim] warning: mlflow: API request to the store failed\n") and not shown.out
+        configure(quiet=True)
+        assert mlflow_at_work().err == "[edgeslim] warning: mlflow: API request to the store failed\n"
+        configure(debug=True)
+        debug = mlflow_at_work().err
+        assert "DeprecationWarning: The ``noload`` loader strategy is deprecated" in debug
+        assert "API request to the store failed" in debug
+    finally:
+        configure()
