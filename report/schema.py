@@ -112,6 +112,9 @@ class CandidateResult:
         "description": "Distillation's epochs, from the manifest: train loss, val metric, learning rate, seconds."})
     qat_history: list[EpochRecord] | None = field(default=None, metadata={
         "description": "Quantization-aware training's epochs, from the manifest."})
+    failed: dict[str, str] | None = field(default=None, metadata={
+        "description": "Measurements that failed, by device: why (a device that stopped answering mid-run). "
+                       "The figures of the other devices stand."})
 
 
 @dataclass
@@ -131,6 +134,10 @@ class Settings:
     devices: list[dict[str, Any]] = field(default_factory=list)
     bench: BenchSettings = field(default_factory=BenchSettings)
     wall_s: float | None = None
+    lanes: dict[str, Any] | None = field(default=None, metadata={
+        "description": "How validation ran its devices: spans_s, each lane's start and end in seconds (this host's "
+                       "targets share one lane; each remote device has its own), and in_parallel, the groups of "
+                       "lanes that overlapped."})
 
 
 @dataclass

@@ -50,7 +50,19 @@ def metadata_items(report: dict) -> list[tuple[str, str]]:
     if _finite(settings.get("wall_s")):
         measured += f"; {settings['wall_s']:.0f} s in all"
     items.append(("measured", measured))
+    items += _lane_items(report)
     return items
+
+
+def _lane_items(report: dict) -> list[tuple[str, str]]:
+    """Which devices were measured side by side, and each measurement a device failed (it stopped answering)."""
+    lanes = (report.get("settings") or {}).get("lanes") or {}
+    items = [("side by side", "; ".join(", ".join(group) for group in lanes.get("in_parallel") or []))]
+    failed = [f"{entry['name']} on {device}: {reason}" for entry in report.get("candidates") or []
+              for device, reason in (entry.get("failed") or {}).items()]
+    if failed:
+        items.append(("NOT MEASURED", "; ".join(failed)))
+    return [(label, text) for label, text in items if text]
 
 
 def _model_items(report: dict, run: dict) -> list[tuple[str, str]]:
