@@ -23,8 +23,10 @@ INSTALL_HINT = "pip install edgeslim[report]"
 _LOW, _HIGH = 1e-30, 1e30
 _COLOURS = {True: "#2e7d32", False: "#c62828", None: "#1565c0"}   # passed, failed, not gated
 _BASELINE_COLOUR = "#424242"
-_OFFSETS = [(7, 5), (7, -13), (-15, 5), (-15, -13), (10, -4), (-18, -4), (-4, 10), (-4, -18),
-            (16, 12), (16, -20), (-24, 12), (-24, -20)]
+_NEAR = [(7, 5), (7, -13), (-15, 5), (-15, -13), (10, -4), (-18, -4), (-4, 10), (-4, -18),
+         (16, 12), (16, -20), (-24, 12), (-24, -20)]
+# Then further out, for marks that crowd: a label is never drawn over another.
+_OFFSETS = _NEAR + [(dx * 2, dy * 2) for dx, dy in _NEAR] + [(dx * 3, dy * 3) for dx, dy in _NEAR]
 
 
 def available() -> bool:
@@ -161,18 +163,23 @@ def _number_labels(fig, ax, points: dict, numbers: dict, ids: dict, plot_id: str
         taken.append((px - 5, py - 5, px + 5, py + 5))
     for name, (px, py) in marks.items():
         text = str(numbers[name])
-        width, height = 7 * len(text), 10
         chosen = _OFFSETS[0]
         for dx, dy in _OFFSETS:
-            box = (px + dx, py + dy, px + dx + width, py + dy + height)
-            if not any(_overlap(box, other) for other in taken) and _inside(box, ax):
+            if not any(_overlap(_label_box(px, py, dx, dy, text), other) for other in taken) and \
+                    _inside(_label_box(px, py, dx, dy, text), ax):
                 chosen = (dx, dy)
                 break
         dx, dy = chosen
-        taken.append((px + dx, py + dy, px + dx + width, py + dy + height))
+        taken.append(_label_box(px, py, dx, dy, text))
         label = ax.annotate(text, xy=points[name], xytext=(dx, dy), textcoords="offset points", fontsize=11,
                             fontweight="bold", color="#212121", zorder=4)
         ids[_gid(label, f"label{numbers[name]}")] = (f"{plot_id}-label-{numbers[name]}", "label", name)
+
+
+def _label_box(px: float, py: float, dx: float, dy: float, text: str) -> tuple:
+    """The box a bold 11 px number takes with its baseline at (px + dx, py + dy), as a browser measures
+    it: the font's descent below the baseline, its ascent above, a little wider than the glyphs."""
+    return (px + dx - 1, py + dy - 3, px + dx + 7.5 * len(text) + 1, py + dy + 11)
 
 
 def _overlap(a, b) -> bool:
