@@ -13,7 +13,11 @@
 7. The models users bring (`real`, bench/real.py): all-MiniLM-L6-v2 pruned, distilled and quantized
    against fp32, a time-major CRNN, the tests' tiny BertModel; also written to bench-out/real.md.
 
-`make bench` runs them all; `make bench PARTS=models` (or demo, budgets, peers, real) runs some.
+8. Beyond one machine (`scale`, bench/scale.py): distillation throughput with 1 and 2 torchrun ranks,
+   torchrun's bundle against one process's, the cached teacher against the live one, and validation
+   over two loopback ssh devices against one; also written to bench-out/scale.md.
+
+`make bench` runs them all; `make bench PARTS=models` (or demo, budgets, peers, real, scale) runs some.
 Writes bench-out/results.json and prints a Markdown summary. BENCH_QUICK=1 makes part `peers` tiny
 (to check that it runs; its figures mean nothing); BENCH_CACHE=<folder> keeps its trained weights
 between runs (the default cache is a new temporary folder, so the demo runs cold).
@@ -45,7 +49,7 @@ def machine() -> str:
 CACHE = tempfile.mkdtemp(prefix="edgeslim-bench-cache-")
 # Part peers' trained weights; BENCH_CACHE keeps them between runs without warming the demo's cache.
 PEERS_CACHE = Path(os.environ.get("BENCH_CACHE") or CACHE)
-PARTS = ("demo", "budgets", "models", "peers", "real")
+PARTS = ("demo", "budgets", "models", "peers", "real", "scale")
 
 
 def bench_demo() -> dict:
@@ -264,7 +268,7 @@ def main(parts: list[str]) -> int:
         results["models"] = bench_models()
         print_models(results["models"])
         checks.update(results["models"]["checks"])
-    for part in ("peers", "real"):   # parts in files of their own: bench/peers.py, bench/real.py
+    for part in ("peers", "real", "scale"):   # parts in files of their own: bench/PART.py
         if part in parts:
             results[part] = _file_part(part, results["machine"], command)
             checks.update(results[part]["checks"])
