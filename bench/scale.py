@@ -146,7 +146,7 @@ def fleet(out: Path) -> dict:
     servers = []
     try:
         for index in (0, 1):
-            folder = out / f"scale-sshd-{index}"
+            folder = (out / f"scale-sshd-{index}").resolve()  # ssh:// URLs take absolute key paths
             folder.mkdir(exist_ok=True)
             for stale in folder.iterdir():
                 stale.unlink()
