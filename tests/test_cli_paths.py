@@ -68,7 +68,9 @@ def test_bench_prints_percentiles_that_agree_with_each_other(cli, built):
     shown = {m[1]: float(m[2]) for m in re.finditer(r"^  (\w+) +([\d.]+)$", text.stdout, re.M)}
     assert {"p50_ms", "p90_ms", "p99_ms", "mean_ms", "throughput", "load_ms", "first_run_ms"} <= set(shown)
     assert 0 < shown["p50_ms"] <= shown["p90_ms"] <= shown["p99_ms"] <= shown["max_ms"]
-    assert shown["throughput"] == pytest.approx(2000.0 / shown["mean_ms"], rel=0.01)  # batch 2: two samples a call
+    # batch 2: two samples a call; mean_ms is shown to 3 decimals, which is more than 1% of a 0.045 ms mean
+    rounding = 0.0005 / shown["mean_ms"]
+    assert shown["throughput"] == pytest.approx(2000.0 / shown["mean_ms"], rel=0.01 + rounding)
 
 
 # -- validate --baseline and report --against ------------------------------------------------------
