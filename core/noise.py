@@ -14,7 +14,9 @@ never reach the user:
   ... register_constant() on Enum subclasses is deprecated", logged when torchao registers its enums;
 - NNCF's logger below ERROR (INFO lines on ignored nodes) and its rich progress bars ("Statistics
   collection", "Applying Fast Bias correction"): edgeslim draws its own (core.progress.progress);
-- onnxruntime's C++ log below ERROR ("Removing initializer ... It is not used by any node").
+- onnxruntime's C++ log below ERROR ("Removing initializer ... It is not used by any node");
+- transformers' log below ERROR and its "Loading weights" progress bar, drawn when a user's model
+  factory calls from_pretrained.
 
 NNCF logs to stdout, which holds results only: its records go to stderr, --debug or not. torch and
 NNCF set their loggers up when imported, so settings made before would be undone: those are applied
@@ -56,7 +58,8 @@ def quiet_libraries(debug: bool = False, quiet: bool = False) -> None:
     root.setLevel(logging.WARNING if debug else logging.ERROR)
     warnings.filterwarnings("default" if debug else "ignore", module=LIBRARY_MODULES)
     _rich_console(hidden=quiet or not debug)
-    actions = {"torch": lambda: _torch(debug), "nncf": lambda: _nncf(debug), "onnxruntime": lambda: _onnxruntime(debug)}
+    actions = {"torch": lambda: _torch(debug), "nncf": lambda: _nncf(debug), "onnxruntime": lambda: _onnxruntime(debug),
+               "transformers": lambda: _transformers(debug)}
     sys.meta_path[:] = [finder for finder in sys.meta_path if not isinstance(finder, _AfterImport)]
     for name in [name for name in actions if name in sys.modules]:
         actions.pop(name)()
@@ -89,6 +92,17 @@ def _onnxruntime(debug: bool) -> None:
     import onnxruntime
 
     onnxruntime.set_default_logger_severity(2 if debug else 3)  # 2: warnings, 3: errors
+
+
+def _transformers(debug: bool) -> None:
+    from transformers.utils import logging as transformers_logging
+
+    if debug:
+        transformers_logging.set_verbosity_warning()
+        transformers_logging.enable_progress_bar()
+    else:
+        transformers_logging.set_verbosity_error()
+        transformers_logging.disable_progress_bar()
 
 
 class _AfterImport(importlib.abc.MetaPathFinder):

@@ -299,3 +299,16 @@ def test_no_bars_with_quiet_or_in_a_library(bars, monkeypatch):
     with bars.progress("fit", total=3) as advance:
         advance()
     assert sys.stderr.getvalue() == ""
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_transformers_loading_bars_and_notices_follow_debug(debug):
+    """A user's factory that calls from_pretrained draws transformers' "Loading weights" bar: off unless --debug."""
+    script = (f"from edgeslim.core.progress import configure; configure(debug={debug})\n"
+              "from transformers.utils import logging as tl\n"
+              "print(tl.is_progress_bar_enabled(), tl.get_verbosity())\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    import logging
+
+    assert done.stdout.split() == ([str(debug), str(logging.WARNING if debug else logging.ERROR)])
