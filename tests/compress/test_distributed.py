@@ -39,16 +39,19 @@ def teacher(tmp_path_factory):
     return path
 
 
-def _student(tmp_path, teacher, name, rows, cache, ranks):
+def _student(tmp_path, teacher, name, rows, cache, ranks, env=None, fails=False):
     out = tmp_path / name
     if ranks == 1:
         done = subprocess.run([sys.executable, FIT, ZOO, teacher, out, str(rows), cache], capture_output=True,
-                              text=True, timeout=300)
+                              text=True, timeout=300, env={**os.environ, **(env or {})})
     else:
         job = _torchrun(FIT, ZOO, teacher, out, rows, cache, ranks=ranks, stdout=subprocess.PIPE,
-                        stderr=subprocess.PIPE)
+                        stderr=subprocess.PIPE, env=env)
         stdout, stderr = job.communicate(timeout=300)
         done = subprocess.CompletedProcess(job.args, job.returncode, stdout, stderr)
+    if fails:
+        assert done.returncode != 0
+        return None, None
     assert done.returncode == 0, done.stderr[-2000:]
     return torch.load(f"{out}.pt"), json.loads(Path(f"{out}.json").read_text())["accuracy"]
 
@@ -69,6 +72,20 @@ def test_each_rank_caches_its_own_teacher_outputs_and_trains_the_same(tmp_path, 
     cached, _ = _student(tmp_path, teacher, "cached", 64, "on", ranks=2)
     for name, value in live.items():
         torch.testing.assert_close(cached[name], value, rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_job_cut_off_resumes_on_every_rank_from_rank_0s_checkpoint(tmp_path, teacher):
+    whole, _ = _student(tmp_path, teacher, "whole", 64, "off", ranks=2)
+    checkpoint = tmp_path / "ckpt.pt"
+    _student(tmp_path, teacher, "cut", 64, "off", ranks=2, fails=True,
+             env={"DDP_CHECKPOINT": str(checkpoint), "DDP_DIE_AFTER": str(11 * 3 + 5)})  # inside epoch 4
+    assert checkpoint.is_file()
+    assert torch.load(checkpoint, weights_only=False)["epoch"] == 3
+    resumed, _ = _student(tmp_path, teacher, "resumed", 64, "off", ranks=2, env={"DDP_CHECKPOINT": str(checkpoint)})
+    for name, value in whole.items():
+        torch.testing.assert_close(resumed[name], value, rtol=0, atol=1e-5)
+    assert not checkpoint.exists()  # finished: nothing left to resume
 
 
 @pytest.mark.slow
