@@ -93,9 +93,27 @@ def inspect_text(manifest: dict) -> str:
     lines += _onnx_step_lines(metrics if isinstance(metrics, dict) else {})
     lines += [f"  kept    {kept['module']} whole by pruning: {kept['reason']}"
               for kept in metrics.get("kept_whole") or []]
+    lines += _source_lines(manifest.get("source_model"), metrics)
     versions = ", ".join(f"{k} {v}" for k, v in manifest.get("created_with", {}).items() if v)
     lines.append(f"  made with {versions}")
     return "\n".join(lines)
+
+
+def _source_lines(source, metrics: dict) -> list[str]:
+    """Which model the bundle was built from, and how fine-tuning ran (ranks, teacher cached or live)."""
+    lines = []
+    if isinstance(source, dict) and source.get("model"):
+        weights = (f"{source['weights']} (sha256 {str(source.get('weights_sha256'))[:12]})" if source.get("weights")
+                   else "initial weights of the factory" + (", trained by the recipe" if source.get("trained") else ""))
+        params = f", {source['params']:,} params" if isinstance(source.get("params"), int) else ""
+        lines.append(f"  source  {source['model']}: {weights}{params}")
+    for kind in ("distill", "qat"):
+        run, history = metrics.get(f"{kind}_run"), metrics.get(f"{kind}_history")
+        if isinstance(run, dict) and isinstance(history, list) and history:
+            ranks = f"{run.get('ranks')} ranks ({run.get('backend')}), " if (run.get("ranks") or 1) > 1 else ""
+            lines.append(f"  {kind:<7} {len(history)} epochs, {ranks}{run.get('precision')}, teacher "
+                         f"{run.get('teacher') or 'none'}, final loss {history[-1].get('loss')}")
+    return lines
 
 
 def _int8_lines(metrics: dict) -> list[str]:

@@ -312,3 +312,16 @@ def test_transformers_loading_bars_and_notices_follow_debug(debug):
     import logging
 
     assert done.stdout.split() == ([str(debug), str(logging.WARNING if debug else logging.ERROR)])
+
+
+def test_inspect_names_the_source_model_and_how_distillation_ran():
+    from edgeslim.views import inspect_text
+
+    manifest = {"name": "small", "format": "edgeslim-bundle/1", "inputs": [], "outputs": [], "sha256": {},
+                "source_model": {"model": "m.py:net", "weights": "w.pt", "weights_sha256": "0fad73397244ab",
+                                 "params": 1093642},
+                "metrics": {"distill_run": {"ranks": 2, "backend": "gloo", "precision": "fp32", "teacher": "cached"},
+                            "distill_history": [{"epoch": 1, "loss": 0.9}, {"epoch": 2, "loss": 0.3255}]}}
+    text = inspect_text(manifest)
+    assert "  source  m.py:net: w.pt (sha256 0fad73397244), 1,093,642 params" in text
+    assert "  distill 2 epochs, 2 ranks (gloo), fp32, teacher cached, final loss 0.3255" in text
