@@ -106,7 +106,7 @@ def _run_recipe(recipe, out: Path, force: bool) -> dict:
         if not distributed.is_writer():
             return None  # torchrun: this rank trained beside rank 0, which validates and reports
         specs = {"model": recipe.model, "weights": recipe.weights, "weights_sha256": state_digest(model),
-                 "data": recipe.data}
+                 "data": recipe.data, "data_sha256": source["data_sha256"]}  # the val split, hashed once
         report = validate_bundles(bundles, data, recipe.devices, metric, recipe.metric,
                                   recipe.baseline or recipe.candidates[0].name, bench, "run", specs)
     report["recipe"] = recipe.to_dict()

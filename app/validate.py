@@ -12,8 +12,8 @@ def validate_bundles(bundles: list[str], data: DataSplits, devices: list[str], m
     `accuracy` is measured on this host's CPU; `accuracy_by_device` once per other provider
     (a GPU, a remote board), so that a numeric difference between targets shows. The metric gets
     each bundle's first output, or the outputs its parameters name (edgeslim.core.metrics), checked
-    against every bundle before any work. `specs` (model, weights, weights_sha256, data: what is known
-    of them) go into the report's run record.
+    against every bundle before any work. `specs` (model, weights, weights_sha256, data, data_sha256: what
+    is known of them) go into the report's run record; the val split is hashed here where they lack it.
     """
     from edgeslim.core.errors import ConfigError
     from edgeslim.core.metrics import wanted_outputs
@@ -36,7 +36,9 @@ def validate_bundles(bundles: list[str], data: DataSplits, devices: list[str], m
     candidates, lanes = _measure(bundles, models, data, targets, metric, bench_config)
     settings = {"metric": metric_name, "devices": [t.describe() for t in targets], "bench": bench_config.to_dict(),
                 "lanes": lanes}
-    run = {**run_info(command, data_sha256=data_digest(data.val), **(specs or {})),
+    specs = {"data_sha256": None, **(specs or {})}
+    specs["data_sha256"] = specs["data_sha256"] or data_digest(data.val)
+    run = {**run_info(command, **specs),
            "source_model": report_sources(candidates)}
     return new_report(baseline, candidates, settings, run)
 
@@ -47,7 +49,7 @@ def _measure(bundles: list, models: list, data: DataSplits, targets: list, metri
     Targets measured on this host take turns in one lane; each remote device runs in its own lane beside
     the others (edgeslim.devices.fleet). A device that stops answering fails its remaining rows, which the
     entry's `failed` names; the other figures stand."""
-    from edgeslim.devices.fleet import HOST_LANE, Failed, Job, lane_of, ran_in_parallel, run_lanes
+    from edgeslim.devices.fleet import HOST_LANE, Job, lane_of, ran_in_parallel, run_lanes
 
     entries = [_entry(bundle, model) for bundle, model in zip(bundles, models)]
     jobs = []
@@ -64,7 +66,7 @@ def _measure(bundles: list, models: list, data: DataSplits, targets: list, metri
                             _latency_on(target, bundle, model.name, bench_config)))
     results, spans = run_lanes(jobs)
     for index, entry in enumerate(entries):
-        _fill(entry, index, results, targets, data, Failed)
+        _fill(entry, index, results, targets, data)
     lanes = {"spans_s": {name: [round(start, 2), round(end, 2)] for name, (start, end) in spans.items()},
              "in_parallel": ran_in_parallel(spans)}
     if lanes["in_parallel"]:
@@ -91,11 +93,13 @@ def _latency_on(target, bundle, name: str, bench_config):
     return measure
 
 
-def _fill(entry: dict, index: int, results: dict, targets: list, data: DataSplits, failed_type) -> None:
+def _fill(entry: dict, index: int, results: dict, targets: list, data: DataSplits) -> None:
     """Put the lanes' results into the entry; a failed measurement goes to entry["failed"][device]."""
+    from edgeslim.devices.fleet import Failed
+
     def take(key, device):
         value = results.get((index, *key))
-        if isinstance(value, failed_type):
+        if isinstance(value, Failed):
             entry.setdefault("failed", {})[device] = value.reason
             return None
         return value

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Mapping
 from pathlib import Path
 
 CACHE_CHOICES = ("auto", "on", "off")
@@ -59,9 +58,11 @@ class TeacherOutputs:
 
 def teacher_outputs(teacher, batches: list, device, root: Path) -> TeacherOutputs:
     """The cache for this teacher and these batches: found under `root` by their digests, else made."""
+    from edgeslim.core.data import data_digest
     from edgeslim.core.model_io import state_digest
 
-    key = hashlib.sha256(f"{state_digest(teacher)}:{batches_digest(batches)}".encode()).hexdigest()[:20]
+    inputs = data_digest([inputs for inputs, _ in batches])  # the teacher's outputs depend on the inputs alone
+    key = hashlib.sha256(f"{state_digest(teacher)}:{inputs}".encode()).hexdigest()[:20]
     folder = root / key
     if not (folder / "index.json").is_file():
         _write(teacher, batches, device, folder)
@@ -92,18 +93,3 @@ def _write(teacher, batches: list, device, folder: Path) -> None:
         os.replace(staging, folder)
     except OSError:  # another process made it meanwhile: theirs is the same
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def batches_digest(batches: list) -> str:
-    """sha256 over every input array of the batches, their shapes and dtypes (labels are not needed)."""
-    from edgeslim.core.data import to_numpy
-
-    digest = hashlib.sha256()
-    for inputs, _ in batches:
-        values = inputs.values() if isinstance(inputs, Mapping) else (
-            inputs if isinstance(inputs, (tuple, list)) else [inputs])
-        for value in values:
-            array = to_numpy(value)
-            digest.update(f"{array.shape}{array.dtype}".encode())
-            digest.update(array.tobytes())
-    return digest.hexdigest()

@@ -133,3 +133,29 @@ class DataSplits:
         if not source:
             raise SpecError("the data factory returned neither 'val' nor 'train' batches; export needs sample inputs")
         return source[0][0]
+
+
+def data_digest(batches: list) -> str | None:
+    """sha256 of (inputs, labels) batches: each array's dtype, shape and bytes, inputs by name where named."""
+    import hashlib
+
+    if not batches:
+        return None
+    digest = hashlib.sha256()
+
+    def add(value) -> None:
+        if isinstance(value, Mapping):
+            for key in sorted(value, key=str):
+                digest.update(str(key).encode())
+                add(value[key])
+        elif isinstance(value, (tuple, list)):
+            for item in value:
+                add(item)
+        elif value is not None:
+            array = np.ascontiguousarray(to_numpy(value))
+            digest.update(f"{array.dtype.str}{array.shape}".encode())
+            digest.update(array.tobytes())
+
+    for batch in batches:
+        add(batch)
+    return digest.hexdigest()

@@ -50,11 +50,11 @@ def configure(quiet: bool = False, debug: bool = False) -> None:
 
     from edgeslim.core.noise import quiet_libraries
 
-    quiet = quiet or os.environ.get("RANK", "0") != "0"
+    follower = os.environ.get("RANK", "0") != "0"  # torchrun sets RANK; core cannot ask compress.distributed
+    quiet = quiet or follower
     for handler in [h for h in LOGGER.handlers if isinstance(h, _StderrLines)]:
         LOGGER.removeHandler(handler)
     LOGGER.addHandler(_StderrLines())
-    follower = os.environ.get("RANK", "0") != "0"
     LOGGER.setLevel(logging.ERROR if follower else logging.WARNING if quiet else logging.INFO)
     LOGGER.propagate = False  # an application's root handler would print each line twice
     _SETTINGS["bars"] = not quiet

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from edgeslim.core.errors import DeviceError
@@ -35,13 +35,6 @@ class Failed:
     """A job whose device failed, with the sentence that says how."""
 
     reason: str
-
-
-@dataclass
-class LaneTimes:
-    """When each lane started and ended (seconds from the start), for the report."""
-
-    spans: dict = field(default_factory=dict)
 
 
 def lane_of(target) -> str:

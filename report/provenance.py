@@ -11,9 +11,10 @@ import platform
 import socket
 import subprocess
 import uuid
-from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
+
+from edgeslim.core.data import data_digest
 
 GIT_TIMEOUT_S = 5.0
 
@@ -69,34 +70,6 @@ def file_sha256(path: str | Path) -> str | None:
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest()
-
-
-def data_digest(batches: list) -> str | None:
-    """sha256 of (inputs, labels) batches: each array's dtype, shape and bytes, inputs by name where named."""
-    import numpy as np
-
-    from edgeslim.core.data import to_numpy
-
-    if not batches:
-        return None
-    digest = hashlib.sha256()
-
-    def add(value) -> None:
-        if isinstance(value, Mapping):
-            for key in sorted(value, key=str):
-                digest.update(str(key).encode())
-                add(value[key])
-        elif isinstance(value, (tuple, list)):
-            for item in value:
-                add(item)
-        elif value is not None:
-            array = np.ascontiguousarray(to_numpy(value))
-            digest.update(f"{array.dtype.str}{array.shape}".encode())
-            digest.update(array.tobytes())
-
-    for batch in batches:
-        add(batch)
     return digest.hexdigest()
 
 
