@@ -102,7 +102,11 @@ def _scatter(report: dict, point, xlabel: str, plot_id: str, prefix: str) -> str
         if len(line) > 1:
             (artist,) = ax.step([x for x, _ in line], [y for _, y in line], where="post", color="#f9a825",
                                 linewidth=2, linestyle="--", zorder=1)
-            ids[_gid(artist, "front")] = (f"{prefix}pareto-front", "pareto-front", None)
+        else:  # one candidate beats all the others on both axes: the front is that point, ringed
+            (artist,) = ax.plot([x for x, _ in line], [y for _, y in line], marker="o", markersize=18,
+                                markerfacecolor="none", markeredgecolor="#f9a825", markeredgewidth=2,
+                                linestyle="none", zorder=1)
+        ids[_gid(artist, "front")] = (f"{prefix}pareto-front", "pareto-front", None)
         for name, (x, y) in olds.items():
             (artist,) = ax.plot([x], [y], marker="o", markersize=9, markerfacecolor="none", markeredgewidth=1.5,
                                 color="#9e9e9e", linestyle="none", zorder=2)
