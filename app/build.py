@@ -29,6 +29,9 @@ class StepContext:
     # that times ONNX models against each other there (None where this host cannot measure it).
     target: dict = field(default_factory=lambda: {"name": "cpu"})
     measure: Callable | None = None
+    # Per-kernel times of one model on the target, from onnxruntime's profiler ({kernel name: µs});
+    # None where the target is not this host (a remote device, an estimated board).
+    profile: Callable | None = None
 
     def record(self, **facts) -> None:
         """Facts a step measured (parameters before and after, samples used) for the manifest."""
@@ -97,6 +100,7 @@ def build_bundle(base_model, steps: list, data: DataSplits, out_dir: Path, name:
     ctx = StepContext(data=data, teacher=base_model, metric=metric, example_inputs=sample, candidate=name)
     if any(step.stage == "onnx" for step in steps):
         ctx.target, ctx.measure = build_target(device)
+        ctx.profile = build_profiler(device)
     with Timer() as timer:
         model = _torch_stage(base_model, [s for s in steps if s.stage == "torch"], ctx, torch_cache)
         if not distributed.is_writer():
@@ -145,7 +149,10 @@ def _int8_coverage(proto, steps: list, ctx) -> dict | None:
 
 
 def build_target(device: str) -> tuple[dict, Callable | None]:
-    """The target as the INT8 step sees it: name and features, and how to time models there."""
+    """The target as the INT8 step sees it: name and features, and how to time models there.
+
+    The timer takes {"parent": float model, name: model, ...} and one feed, and returns {"p50_ms": {name: ms},
+    "x_parent": {name: its time over the parent's}, "where": words}."""
     from edgeslim.devices.targets import get_target
 
     target = get_target(device)
@@ -158,25 +165,50 @@ def build_target(device: str) -> tuple[dict, Callable | None]:
     return info, _local_measure(profile)
 
 
+def build_profiler(device: str) -> Callable | None:
+    """Per-kernel times of a model on `device` (see StepContext.profile), or None where it is not this host."""
+    from edgeslim.devices.targets import get_target
+    from edgeslim.export.kernels import kernel_times
+
+    target = get_target(device)
+    if not hasattr(target, "profile") or target.profile.mode() == "estimated":
+        return None
+
+    def profile(model, feed: dict) -> dict:
+        return kernel_times(model, feed, *_session_settings(target.profile))
+
+    return profile
+
+
+def _session_settings(profile) -> tuple:
+    """(SessionOptions, providers) that time a model as the device profile runs it."""
+    import onnxruntime as ort
+
+    from edgeslim.sdk.providers import provider_chain, resolve_provider
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if profile.provider == "cpu" and profile.threads:
+        # Only where the profile fixes a count: onnxruntime's own default beats an explicit
+        # count of all cores here (measured: fp32 MobileNetV3-style 0.33 against 0.39 ms).
+        options.intra_op_num_threads = profile.threads
+    return options, provider_chain(resolve_provider(profile.provider))
+
+
 def _local_measure(profile) -> Callable:
     """Alternating in one process, with the profile's provider and threads."""
     import onnxruntime as ort
 
-    from edgeslim.sdk.providers import provider_chain, resolve_provider
-    from edgeslim.sdk.stats import alternating_p50
+    from edgeslim.sdk.stats import alternating, paired_ratios
 
     def measure(models: dict, feed: dict) -> dict:
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if profile.provider == "cpu" and profile.threads:
-            # Only where the profile fixes a count: onnxruntime's own default beats an explicit
-            # count of all cores here (measured: fp32 MobileNetV3-style 0.33 against 0.39 ms).
-            options.intra_op_num_threads = profile.threads
-        providers = provider_chain(resolve_provider(profile.provider))
+        options, providers = _session_settings(profile)
         sessions = {name: ort.InferenceSession(model.SerializeToString(), options, providers=providers)
                     for name, model in models.items()}
         calls = {name: (lambda s=session: s.run(None, feed)) for name, session in sessions.items()}
-        return {"p50_ms": alternating_p50(calls), "where": f"{profile.name}, alternating in one process"}
+        timed = alternating(calls)
+        return {"p50_ms": timed["p50_ms"], "x_parent": paired_ratios(timed["round_p50_ms"], "parent"),
+                "where": f"{profile.name}, alternating in one process"}
 
     return measure
 
@@ -194,7 +226,8 @@ def _remote_measure(target) -> Callable:
             for name, model in models.items():
                 bundle = write_unverified_bundle(model, Path(tmp) / name, name)
                 p50[name] = target.latency(bundle, BenchConfig(runs=200, warmup=20))["p50_ms"]
-        return {"p50_ms": p50, "where": f"{target.name}, one after another"}
+        return {"p50_ms": p50, "x_parent": {name: value / p50["parent"] for name, value in p50.items()},
+                "where": f"{target.name}, one after another"}
 
     return measure
 

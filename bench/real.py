@@ -185,7 +185,7 @@ def checks(results: dict) -> dict:
     found = {}
     mini = results["minilm"]
     if "timing" in mini:
-        speed = mini["timing"]["fp32"]["p50_ms"] / mini["timing"]["compressed"]["p50_ms"]
+        speed = 1 / peers.x_of(mini["timing"], "compressed", "fp32")
         smaller = mini["sizes"]["fp32"] / mini["sizes"]["compressed"]
         found[f"MiniLM prune 0.3 + distill + INT8 >= 2.5x faster than fp32 ({speed:.2f}x)"] = speed >= 2.5
         found[f"MiniLM >= 4x smaller ({smaller:.2f}x)"] = smaller >= 4.0
@@ -203,7 +203,7 @@ def checks(results: dict) -> dict:
         found["CRNN LSTM kept whole and named in the manifest"] = any("LSTM" in str(entry) for entry in kept)
         timing = results["crnn"].get("timing") or {}
         if timing:
-            ratio = timing["pruned-int8"]["p50_ms"] / timing["fp32"]["p50_ms"]
+            ratio = peers.x_of(timing, "pruned-int8", "fp32")
             found[f"CRNN pruned INT8 no slower than fp32 ({ratio:.2f}x its p50)"] = ratio <= 1.05
     else:
         found["CRNN built"] = False
@@ -223,7 +223,9 @@ def markdown(results: dict, machine: str, command: str) -> str:
             smaller = mini["sizes"]["fp32"] / mini["sizes"][name]
             lines.append(f"| {name} | {mini['sizes'][name] / 1e6:.1f} | {smaller:.2f}x "
                          f"| {mini['cosine'][name] / 100:.4f} | {p50:.2f} | "
-                         f"{mini['timing']['fp32']['p50_ms'] / p50:.2f}x |")
+                         f"{1 / peers.x_of(mini['timing'], name, 'fp32'):.2f}x |")
+        lines.append("")
+        lines.append("`x faster`: fp32's time over the bundle's, the median of their per-round ratios.")
         lines.append("")
         lines.append("Sequence lengths: " + ", ".join(f"{k} → {v}" for k, v in mini["lengths"].items()))
     crnn_found = results["crnn"]
@@ -237,7 +239,7 @@ def markdown(results: dict, machine: str, command: str) -> str:
             kept = ", ".join(entry["module"] for entry in metrics.get("kept_whole") or []) or "—"
             p50 = crnn_found["timing"][name]["p50_ms"]
             lines.append(f"| {name} | {crnn_found['sizes'][name] / 1024:.1f} | {metrics.get('accuracy', 0):.2f} | "
-                         f"{p50:.3f} | {crnn_found['timing']['fp32']['p50_ms'] / p50:.2f}x | {kept} |")
+                         f"{p50:.3f} | {1 / peers.x_of(crnn_found['timing'], name, 'fp32'):.2f}x | {kept} |")
     lines += ["", "| check | result |", "|---|---|"]
     lines += [f"| {name} | {'pass' if ok else '**fail**'} |" for name, ok in results["checks"].items()]
     return "\n".join(lines) + "\n"

@@ -173,7 +173,7 @@ def _time(parent, quantized, record: dict, ctx, sample: dict) -> None:
         return
     timing = ctx.measure({"parent": parent, "int4": quantized}, sample)
     p50 = timing["p50_ms"]
-    record.update(p50_ms=p50["int4"], x_parent=p50["int4"] / p50["parent"], measured_on=timing.get("where"))
+    record.update(p50_ms=p50["int4"], x_parent=timing["x_parent"]["int4"], measured_on=timing.get("where"))
     record["parent"]["p50_ms"] = p50["parent"]
     if record["x_parent"] > SLOWER:
         record["speed_note"] = (f"int4 weight-only: {record['x_parent']:.2f}x slower than the float parent on "

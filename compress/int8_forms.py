@@ -226,8 +226,8 @@ _BUILDERS = {"nncf": _nncf, "ort": _ort, "dynamic": _dynamic, "weights": _weight
 
 # -- choosing -------------------------------------------------------------------------------------
 
-def choose(parent, built: dict, config, ctx, sample: dict):
-    """The form to keep: measured on the target against the parent; the table goes in the manifest."""
+def choose(parent, built: dict, config, ctx, sample: dict) -> str:
+    """The name of the form to keep: measured on the target against the parent; the table goes in the manifest."""
     from edgeslim.compress.sensitivity import evaluate_proto
 
     rows = {name: {"size_bytes": proto.ByteSize()} for name, proto in built.items()}
@@ -239,15 +239,16 @@ def choose(parent, built: dict, config, ctx, sample: dict):
     timing = _timed(parent, built, ctx, sample)
     for name, p50 in timing.get("p50_ms", {}).items():
         if name in rows:
-            rows[name].update(p50_ms=p50, x_parent=p50 / timing["p50_ms"]["parent"])
+            rows[name].update(p50_ms=p50, x_parent=timing["x_parent"][name])
     chosen, why = _pick(rows, parent_score, config)
     record = {"backend": config.backend, "chosen": chosen, "why": why, "forms": rows,
               "parent": {"accuracy": parent_score, "size_bytes": parent.ByteSize(),
                          **({"p50_ms": timing["p50_ms"]["parent"]} if "p50_ms" in timing else {})},
-              "measured_on": timing.get("where")}
+              "measured_on": timing.get("where"),
+              **({"allowed_drop": _allowed_drop(config, parent_score)} if parent_score is not None else {})}
     ctx.record(int8_form=record)
     _say(ctx.candidate, record)
-    return built[chosen]
+    return chosen
 
 
 def _timed(parent, built: dict, ctx, sample: dict) -> dict:
@@ -275,7 +276,7 @@ def _pick(rows: dict, parent_score, config) -> tuple[str, str]:
         if not accepted:
             best = max(names, key=lambda n: rows[n]["accuracy"])
             return best, f"no form kept the accuracy drop within {allowed:.3g}; {best} lost least"
-    if not all("p50_ms" in rows[n] for n in accepted):
+    if not all("x_parent" in rows[n] for n in accepted):
         # Not measurable from here: integer kernels where the target sums int8 products in int32
         # (the settings then give full-range weights), else int8 storage at float speed.
         integer_pays = config.overflow_fix == "disable"
@@ -283,8 +284,9 @@ def _pick(rows: dict, parent_score, config) -> tuple[str, str]:
         chosen = next(n for n in order if n in accepted)
         return chosen, "not measured on the target: " + ("it has int8 dot products" if integer_pays
                                                           else "int8 storage at float speed")
-    fastest = min(rows[n]["p50_ms"] for n in accepted)
-    tied = [n for n in accepted if rows[n]["p50_ms"] <= fastest * (1 + TIE)]
+    # Speed as each form's time over the parent's, paired round by round (sdk.stats.paired_ratios).
+    fastest = min(rows[n]["x_parent"] for n in accepted)
+    tied = [n for n in accepted if rows[n]["x_parent"] <= fastest * (1 + TIE)]
     chosen = min(tied, key=lambda n: rows[n]["size_bytes"])
     return chosen, (f"fastest within the allowed accuracy drop ({rows[chosen]['x_parent']:.2f}x the float parent)"
                     + (f", the smallest of {len(tied)} within {TIE:.0%} of each other" if len(tied) > 1 else ""))

@@ -105,6 +105,7 @@ def looks_like_transformer(model) -> bool:
 @register_step(Int8Config)
 def int8(model, config: Int8Config, ctx):
     from edgeslim.compress.int8_forms import build_form, choose, forms_for, int8_settings, resolved
+    from edgeslim.compress.mixed_precision import refine
 
     samples = calibration_samples(ctx, config.subset_size)
     settings = int8_settings(ctx.target, config.overflow_fix)
@@ -115,7 +116,8 @@ def int8(model, config: Int8Config, ctx):
         f"weights {settings['weights']} ({settings['why']})")
     ctx.record(calibration_samples=len(samples), int8_settings=settings)
     built = {form: build_form(form, model, samples, config, ctx) for form in forms}
-    return choose(model, built, config, ctx, samples[0])
+    chosen = choose(model, built, config, ctx, samples[0])
+    return refine(model, built, chosen, config, ctx, samples)
 
 
 def accuracy_controlled_int8(model, samples: list[dict], config: Int8Config, ctx):

@@ -127,3 +127,32 @@ def int8_coverage(model, provider: str = "CPUExecutionProvider") -> dict:
 
 def _counts(entry: dict) -> tuple:
     return entry["int8"], entry["float"], *(entry.get(key, 0) for key in LOW_BITS)
+
+
+def kernel_times(model, feed: dict, options, providers: list, runs: int = 40, warmup: int = 5) -> dict[str, float]:
+    """Median microseconds of each kernel onnxruntime runs for `model`, from its own profiler.
+
+    Keyed by the name the profile gives a kernel: the node's name for a node kept as it is, a fused
+    node's name as onnxruntime makes it (`<node>_token_<n>` for a QDQ group, `<output>_nchwc` for a
+    float convolution in the NCHWc layout). `options` is the SessionOptions the target is timed with
+    (threads); profiling is switched on in it here.
+    """
+    import json
+    from pathlib import Path
+
+    import numpy as np
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as folder:
+        options.enable_profiling = True
+        options.profile_file_prefix = os.path.join(folder, "kernels")
+        session = ort.InferenceSession(_model_bytes(model), options, providers=providers)
+        for _ in range(warmup + runs):
+            session.run(None, feed)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    durations: dict[str, list] = {}
+    for event in events:
+        name = event.get("name", "")
+        if event.get("cat") == "Node" and name.endswith("_kernel_time"):
+            durations.setdefault(name[:-len("_kernel_time")], []).append(event["dur"])
+    return {name: float(np.median(spent[warmup:] or spent)) for name, spent in durations.items()}

@@ -88,7 +88,13 @@ def form_text(form: dict) -> str:
     """The INT8 form chosen at build, and why (its speed against the float parent where measured)."""
     if not form.get("chosen"):
         return ""
-    return f"; form `{form['chosen']}`: {form.get('why', '')}"
+    text = f"; form `{form['chosen']}`: {form.get('why', '')}"
+    mixed = form.get("mixed") if isinstance(form.get("mixed"), dict) else {}
+    if mixed.get("tried") and form["chosen"] != "mixed":
+        layers = mixed.get("layers") or {}
+        text += (f"; per layer: {len(mixed.get('in_float') or [])} of {len(layers)} integer layers of "
+                 f"{mixed.get('base')} ran slower in INT8, mixed not kept ({mixed.get('why', '')})")
+    return text
 
 
 def _slower_lines(report: dict) -> str:
