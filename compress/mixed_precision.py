@@ -32,7 +32,7 @@ def refine(parent, built: dict, chosen: str, config, ctx, samples: list[dict]):
     gains a `mixed` entry that says what was measured and why."""
     record = ctx.records["int8_form"]
     base = _base_form(record, config)
-    why_not = _why_not_tried(base, ctx)
+    why_not = _why_not_tried(base, config, ctx)
     if why_not:
         record["mixed"] = {"tried": False, "why": why_not}
         return built[chosen]
@@ -61,7 +61,9 @@ def _base_form(record: dict, config) -> str | None:
     return min(usable, key=lambda name: rows[name]["x_parent"]) if usable else None
 
 
-def _why_not_tried(base: str | None, ctx) -> str | None:
+def _why_not_tried(base: str | None, config, ctx) -> str | None:
+    if config.backend != "auto":
+        return f"--int8-backend {config.backend} asks for that form as it is"
     if ctx.profile is None:
         return (f"per-layer timing needs onnxruntime's profiler on the target, and {ctx.target.get('name')} "
                 "is not this host; the choice is among whole-model forms")

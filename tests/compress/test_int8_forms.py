@@ -87,6 +87,8 @@ def test_integer_forms_run_as_integer_kernels(cli, weights, tmp_path, backend):
     assert coverage["conv"]["float"] == 0 and coverage["conv"]["int8"] == 21
     assert coverage["gemm"]["int8"] == 1
     assert manifest["metrics"]["int8_form"]["chosen"] == backend
+    assert manifest["metrics"]["int8_form"]["mixed"] == {
+        "tried": False, "why": f"--int8-backend {backend} asks for that form as it is"}
 
 
 @pytest.mark.parametrize("device, bits, chosen", [("rpi5", "8-bit", "nncf"), ("rpi4", "7-bit", "weights")])
