@@ -510,7 +510,7 @@ def _quantize_peers(fp32_path: Path, samples: list[dict], transformer: bool, fol
         # leave half of the MobileNet-style convolutions in float here), as the peer ran.
         quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         reduce_range=True, activation_type=QuantType.QUInt8)
-        return onnx.load(str(out)), {"name": "ort.quantize_static", "quant_format": "QDQ", "per_channel": True,
+        return onnx.load(str(out)), {"step": "ort.quantize_static", "quant_format": "QDQ", "per_channel": True,
                                      "reduce_range": True, "activation_type": "QUInt8",
                                      "weight_type": "QInt8 (default)", "calibrate_method": "MinMax (default)",
                                      "pre_process": pre_process, "calibration_samples": len(samples), **ort}
@@ -520,7 +520,7 @@ def _quantize_peers(fp32_path: Path, samples: list[dict], transformer: bool, fol
             out = tmp / f"dynamic-{per_channel}.onnx"
             options = {"per_channel": True, "reduce_range": True} if per_channel else {}
             quantize_dynamic(str(fp32_path), str(out), **options)
-            return onnx.load(str(out)), {"name": "ort.quantize_dynamic", **(options or {"defaults": True}), **ort}
+            return onnx.load(str(out)), {"step": "ort.quantize_dynamic", **(options or {"defaults": True}), **ort}
         return make
 
     def nncf_default():
@@ -530,7 +530,7 @@ def _quantize_peers(fp32_path: Path, samples: list[dict], transformer: bool, fol
         model = onnx.load(str(fp32_path))
         options = {"model_type": nncf.ModelType.TRANSFORMER} if transformer else {}
         quantized = nncf.quantize(model, nncf.Dataset(samples), **options)
-        return quantized, {"name": "nncf.quantize", "defaults": True, "calibration_samples": len(samples),
+        return quantized, {"step": "nncf.quantize", "defaults": True, "calibration_samples": len(samples),
                            **({"model_type": "TRANSFORMER"} if transformer else {}), "nncf": nncf.__version__}
 
     attempt("ort-static", static)
