@@ -150,6 +150,7 @@ def _rebuilt(parent, base: str, in_float: list[str], config, ctx, samples: list[
 
 def _kept_if_faster(parent, built: dict, chosen: str, mixed, record: dict, config, ctx, sample: dict):
     """Score and time the mixed model against the parent and the chosen form; keep it only where it wins."""
+    from edgeslim.compress.int8_forms import TIE
     from edgeslim.compress.sensitivity import evaluate_proto
 
     entry = record["mixed"]
@@ -162,10 +163,11 @@ def _kept_if_faster(parent, built: dict, chosen: str, mixed, record: dict, confi
                  p50_ms=timing["p50_ms"]["mixed"])
     too_lossy = (parent_score is not None and allowed is not None
                  and parent_score - entry["accuracy"] > allowed + 1e-9)
-    faster = entry["x_parent"] < entry["chosen_x_parent"]
+    faster = entry["x_parent"] < entry["chosen_x_parent"] * (1 - TIE)  # a win within timing noise is no win
     entry["kept"] = faster and not too_lossy
     entry["why"] = ("faster than the whole form" if entry["kept"] else
-                    "outside the allowed accuracy drop" if too_lossy else f"no faster than {chosen}")
+                    "outside the allowed accuracy drop" if too_lossy else
+                    f"not {TIE:.0%} faster than {chosen}")
     _say(ctx.candidate, entry, chosen)
     if not entry["kept"]:
         return built[chosen]

@@ -68,7 +68,7 @@ def test_auto_measures_every_form_against_the_float_parent(cli, weights, tmp_pat
     assert mixed["tried"] and mixed["base"] in ("nncf", "ort") and len(mixed["layers"]) == 22
     assert set(mixed["in_float"]) == {name for name, row in mixed["layers"].items() if row["in_float"]}
     if mixed.get("kept"):
-        assert form["chosen"] == "mixed" and mixed["x_parent"] < mixed["chosen_x_parent"]
+        assert form["chosen"] == "mixed" and mixed["x_parent"] < 0.98 * mixed["chosen_x_parent"]
         convs = manifest["metrics"]["int8_coverage"]["families"]["conv"]
         assert convs["float"] == sum(1 for name in mixed["in_float"] if mixed["layers"][name]["op"] == "Conv")
     else:
