@@ -476,6 +476,7 @@ def _quantize_peers(fp32_path: Path, samples: list[dict], transformer: bool, fol
 
     failed = {}
     ort = {"onnxruntime": onnxruntime.__version__}
+    fp32_path, folder, tmp = fp32_path.resolve(), folder.resolve(), tmp.resolve()  # they run inside tmp
 
     def attempt(name, make):
         started = time.perf_counter()
@@ -533,10 +534,17 @@ def _quantize_peers(fp32_path: Path, samples: list[dict], transformer: bool, fol
         return quantized, {"step": "nncf.quantize", "defaults": True, "calibration_samples": len(samples),
                            **({"model_type": "TRANSFORMER"} if transformer else {}), "nncf": nncf.__version__}
 
-    attempt("ort-static", static)
-    attempt("ort-dynamic", dynamic(False))
-    attempt("ort-dynamic-pc", dynamic(True))
-    attempt("nncf-default", nncf_default)
+    # onnxruntime's symbolic shape inference leaves sym_shape_infer_temp.onnx and its external data in the
+    # working directory (the repository, for `make bench`): run the peers inside the temporary folder.
+    before = os.getcwd()
+    os.chdir(tmp)
+    try:
+        attempt("ort-static", static)
+        attempt("ort-dynamic", dynamic(False))
+        attempt("ort-dynamic-pc", dynamic(True))
+        attempt("nncf-default", nncf_default)
+    finally:
+        os.chdir(before)
     return failed
 
 
