@@ -41,7 +41,7 @@ def refine(parent, built: dict, chosen: str, config, ctx, samples: list[dict]):
     record["mixed"] = {"tried": True, "base": base, "layers": layers, "in_float": slower}
     integer = [name for name, row in layers.items() if row.get("int8_us") is not None]
     if not slower or len(slower) == len(integer):
-        record["mixed"].update(kept=False, why="every integer layer ran faster in INT8" if not slower else
+        record["mixed"].update(kept=False, why=f"no integer layer ran {MARGIN:.0%} slower in INT8" if not slower else
                                "every integer layer ran slower in INT8: the weights form is that model")
         _say(ctx.candidate, record["mixed"])
         return built[chosen]
