@@ -110,38 +110,70 @@ def _documented(module, name: str) -> list:
     return members
 
 
-def _tokenized(texts: list[str]) -> dict:
+@functools.lru_cache(maxsize=1)
+def _tokenizer():
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(_model_dir(), local_files_only=True)
-    encoded = tokenizer(texts, padding="max_length", truncation=True, max_length=SEQ_LEN, return_tensors="np")
+    return AutoTokenizer.from_pretrained(_model_dir(), local_files_only=True)
+
+
+def _tokenized(texts: list[str], padding: str = "max_length") -> dict:
+    encoded = _tokenizer()(texts, padding=padding, truncation=True, max_length=SEQ_LEN, return_tensors="np")
     return {"input_ids": encoded["input_ids"].astype(np.int64),
             "attention_mask": encoded["attention_mask"].astype(np.int64)}
 
 
 def texts(batch_size: int = 32, val_count: int = 256, train_count: int | None = None):
     """Val batches labelled with the fp32 embeddings; train (distillation, calibration) the rest of the
-    paragraphs (`train_count` of them where given), labelled the same way."""
-    import torch
+    paragraphs (`train_count` of them where given), labelled the same way.
 
+    The whole pool (no `train_count`) adds more real text to train: the paragraphs of the Python
+    reference topics pydoc ships (pydoc_data.topics) and the train paragraphs joined two by two; its
+    batches are grouped by length and padded to their longest paragraph, as sentence-transformers
+    trains, so that half-empty sequences cost no time. Measured 2026-11-24, `--prune 0.3 --distill
+    --epochs 3 --lr 2e-4`: val cosine 96.01 on the paragraphs alone (4,900 at 64 tokens, 118 s an
+    epoch), 96.61 with the added text (8,969, 156 s an epoch). Val is unchanged: 64 tokens each."""
     pool = sentences()
     end = len(pool) if train_count is None else val_count + train_count
     val_texts, train_texts = pool[:val_count], pool[val_count:end]
     model = encoder()
+    if train_count is not None:
+        return {"val": _labelled(model, val_texts, batch_size), "train": _labelled(model, train_texts, batch_size)}
+    pairs = [f"{first} {second}" for first, second in zip(train_texts[::2], train_texts[1::2])]
+    more = train_texts + _reference_topics() + pairs
+    return {"val": _labelled(model, val_texts, batch_size), "train": _labelled(model, more, batch_size, grouped=True)}
 
-    def batches(selected: list[str]) -> list:
-        if not selected:
-            return []
-        tokens = _tokenized(selected)
-        out = []
-        for start in range(0, len(selected), batch_size):
-            feed = {key: value[start:start + batch_size] for key, value in tokens.items()}
-            with torch.no_grad():
-                target = model(**{k: torch.from_numpy(v) for k, v in feed.items()}).numpy()
-            out.append((feed, target))
-        return out
 
-    return {"val": batches(val_texts), "train": batches(train_texts)}
+def _reference_topics() -> list[str]:
+    """Paragraphs of the language reference pydoc shows for `help('topics')` (the standard library's
+    pydoc_data.topics: static text, the same in every process)."""
+    from pydoc_data import topics
+
+    found = {" ".join(paragraph.split()) for text in topics.topics.values() for paragraph in text.split("\n\n")}
+    return sorted(text for text in found if len(text) > 40)
+
+
+def _labelled(model, selected: list[str], batch_size: int, grouped: bool = False) -> list:
+    """(inputs, fp32 embeddings) batches of `selected`; `grouped`: sorted by length, each batch padded to its
+    longest text, the batches in a fixed shuffled order."""
+    import random
+
+    import torch
+
+    if not selected:
+        return []
+    if grouped:
+        lengths = _tokenized(selected, padding="longest")["attention_mask"].sum(1)
+        selected = [text for _, text in sorted(zip(lengths.tolist(), selected), key=lambda pair: pair[0])]
+    out = []
+    for start in range(0, len(selected), batch_size):
+        feed = _tokenized(selected[start:start + batch_size], padding="longest" if grouped else "max_length")
+        with torch.no_grad():
+            target = model(**{k: torch.from_numpy(v) for k, v in feed.items()}).numpy()
+        out.append((feed, target))
+    if grouped:
+        random.Random(0).shuffle(out)
+    return out
 
 
 def short_texts():
