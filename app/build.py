@@ -160,9 +160,8 @@ def build_target(device: str) -> tuple[dict, Callable | None]:
         return {"name": target.name, "features": []}, _remote_measure(target)
     profile = target.profile
     info = {"name": profile.name, "features": list(profile.features), "mode": profile.mode()}
-    if profile.mode() == "estimated":
-        return info, None
-    return info, _local_measure(profile)
+    here = _run_here(target)
+    return info, (_local_measure(here) if here else None)
 
 
 def build_profiler(device: str) -> Callable | None:
@@ -170,14 +169,21 @@ def build_profiler(device: str) -> Callable | None:
     from edgeslim.devices.targets import get_target
     from edgeslim.export.kernels import kernel_times
 
-    target = get_target(device)
-    if not hasattr(target, "profile") or target.profile.mode() == "estimated":
+    here = _run_here(get_target(device))
+    if here is None:
         return None
 
     def profile(model, feed: dict) -> dict:
-        return kernel_times(model, feed, *_session_settings(target.profile))
+        return kernel_times(model, feed, *_session_settings(here))
 
     return profile
+
+
+def _run_here(target):
+    """The device profile of a target this host runs, whose models it can time and profile; None for a remote
+    device (timed there, one bundle after another) and for a board only estimated from here."""
+    profile = getattr(target, "profile", None)
+    return None if profile is None or profile.mode() == "estimated" else profile
 
 
 def _session_settings(profile) -> tuple:
