@@ -607,39 +607,23 @@ def child_peers(key: str, folder: Path, calibration: int) -> None:
 
 
 def child_time(inputs: Path, bundles: list[Path], rounds: int, runs: int, warmup: int, out: Path) -> None:
-    """All bundles in this one process, timed in turns; writes {name: stats} to `out`."""
+    """All bundles in this one process, timed in turns (sdk.stats.alternating); writes {name: stats} to `out`."""
     from edgeslim.sdk import load
+    from edgeslim.sdk.stats import alternating
 
     with np.load(inputs) as arrays:
         feed = {name: arrays[name] for name in arrays.files}
     models = {bundle.name: load(bundle) for bundle in bundles}
-    names = list(models)
-    for name in names:
-        for _ in range(warmup):
-            models[name].predict(feed)
-    times = {name: [] for name in names}
-    per_round = {name: [] for name in names}
-    clock = time.perf_counter
+    calls = {name: (lambda predict=model.predict: predict(feed)) for name, model in models.items()}
     gc.disable()
     try:
-        order = np.random.default_rng(0)
-        for _ in range(rounds):
-            # A fresh order each round: a bundle's predecessor (whose threads may still spin)
-            # changes, so no bundle is always timed after the same one.
-            for name in order.permutation(names):
-                predict, spent = models[name].predict, []
-                for _ in range(runs):
-                    started = clock()
-                    predict(feed)
-                    spent.append(clock() - started)
-                times[name] += spent
-                per_round[name].append(float(np.median(spent)) * 1000.0)
+        timed = alternating(calls, rounds=rounds, runs=runs, warmup=warmup)
     finally:
         gc.enable()
-    result = {name: {"p50_ms": float(np.median(values)) * 1000.0, "p90_ms": float(np.percentile(values, 90)) * 1000.0,
-                     "mean_ms": float(np.mean(values)) * 1000.0, "runs": len(values),
-                     "round_p50_ms": [round(v, 4) for v in per_round[name]]}
-              for name, values in times.items()}
+    result = {name: {"p50_ms": timed["p50_ms"][name], "p90_ms": float(np.percentile(values, 90)),
+                     "mean_ms": float(np.mean(values)), "runs": len(values),
+                     "round_p50_ms": [round(v, 4) for v in timed["round_p50_ms"][name]]}
+              for name, values in timed["times_ms"].items()}
     out.write_text(json.dumps(result, indent=2))
 
 

@@ -28,7 +28,8 @@ def alternating_p50(calls: dict, rounds: int = 30, runs: int = 10, warmup: int =
 
 
 def alternating(calls: dict, rounds: int = 30, runs: int = 10, warmup: int = 10) -> dict:
-    """Each callable timed in turns within one process: {"p50_ms": {name: ms}, "round_p50_ms": {name: [ms per round]}}.
+    """Each callable timed in turns within one process: {"p50_ms": {name: ms}, "round_p50_ms": {name: [ms per
+    round]}, "times_ms": {name: [ms per call]}}.
 
     This host drifts by tens of percent between runs, and within one process it moves between a fast
     and a slow state for seconds at a time (measured: all-MiniLM-L6-v2 dynamic INT8 3.55 ms in one state,
@@ -57,7 +58,8 @@ def alternating(calls: dict, rounds: int = 30, runs: int = 10, warmup: int = 10)
             times[name] += spent
             per_round[name].append(float(np.median(spent)) * 1000.0)
     return {"p50_ms": {name: float(np.median(values)) * 1000.0 for name, values in times.items()},
-            "round_p50_ms": per_round}
+            "round_p50_ms": per_round,
+            "times_ms": {name: [value * 1000.0 for value in values] for name, values in times.items()}}
 
 
 def paired_ratios(round_p50_ms: dict, reference: str) -> dict:
