@@ -6,8 +6,7 @@ from typing import ClassVar, Literal
 
 from edgeslim.compress.distill_losses import LOSS_CHOICES, choose_loss
 from edgeslim.compress.registry import StepConfig, register_step, require
-from edgeslim.compress.teacher_cache import CACHE_CHOICES
-from edgeslim.compress.train import PRECISIONS
+from edgeslim.compress.train import check_fit_options
 from edgeslim.core.errors import ConfigError
 from edgeslim.core.progress import log
 
@@ -44,9 +43,7 @@ class DistillConfig(StepConfig):
         require(self.patience >= 0, "distill.patience", self.patience, "0 (off) or more epochs")
         require(self.loss in LOSS_CHOICES, "distill.loss", self.loss, " or ".join(map(repr, LOSS_CHOICES)))
         require(self.feature_weight >= 0, "distill.feature_weight", self.feature_weight, "0 or more")
-        require(self.teacher_cache in CACHE_CHOICES, "distill.teacher_cache", self.teacher_cache,
-                " or ".join(map(repr, CACHE_CHOICES)))
-        require(self.precision in PRECISIONS, "distill.precision", self.precision, " or ".join(map(repr, PRECISIONS)))
+        check_fit_options("distill", self.teacher_cache, self.precision)
 
 
 def checkpoint_path(ctx, config: DistillConfig):

@@ -41,13 +41,10 @@ class QatConfig(StepConfig):
     precision: str = "auto"         # as distill's: bf16 autocast on a GPU that has it, fp32 on the CPU
 
     def check(self) -> None:
-        from edgeslim.compress.teacher_cache import CACHE_CHOICES
-        from edgeslim.compress.train import PRECISIONS
+        from edgeslim.compress.train import check_fit_options
 
         check_overflow_fix("qat", self.overflow_fix)
-        require(self.teacher_cache in CACHE_CHOICES, "qat.teacher_cache", self.teacher_cache,
-                " or ".join(map(repr, CACHE_CHOICES)))
-        require(self.precision in PRECISIONS, "qat.precision", self.precision, " or ".join(map(repr, PRECISIONS)))
+        check_fit_options("qat", self.teacher_cache, self.precision)
         require(self.epochs >= 1, "qat.epochs", self.epochs, "at least 1")
         require(self.lr > 0, "qat.lr", self.lr, "positive")
         require(self.subset_size >= 1, "qat.subset_size", self.subset_size, "at least 1")

@@ -139,6 +139,16 @@ class FeatureMatcher:
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
+def check_fit_options(step: str, teacher_cache: str, precision: str) -> None:
+    """The options distill and qat hand to fit() as they are: the teacher cache and the training precision."""
+    from edgeslim.compress.teacher_cache import CACHE_CHOICES
+    from edgeslim.core.errors import require
+
+    require(teacher_cache in CACHE_CHOICES, f"{step}.teacher_cache", teacher_cache,
+            " or ".join(map(repr, CACHE_CHOICES)))
+    require(precision in PRECISIONS, f"{step}.precision", precision, " or ".join(map(repr, PRECISIONS)))
+
+
 def fit(model, train, options: FitOptions, label: str, teacher=None, val=None, metric=None, history=None,
         facts=None):
     """Train `model` on (inputs, labels) batches; with a teacher, by knowledge distillation.
