@@ -169,8 +169,8 @@ def _number_labels(fig, ax, points: dict, numbers: dict, ids: dict, plot_id: str
         text = str(numbers[name])
         chosen = _OFFSETS[0]
         for dx, dy in _OFFSETS:
-            if not any(_overlap(_label_box(px, py, dx, dy, text), other) for other in taken) and \
-                    _inside(_label_box(px, py, dx, dy, text), ax):
+            box = _label_box(px, py, dx, dy, text)
+            if not any(_overlap(box, other) for other in taken) and _inside(box, ax):
                 chosen = (dx, dy)
                 break
         dx, dy = chosen
