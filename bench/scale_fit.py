@@ -8,7 +8,6 @@ every step trains on the same effective batch. Rank 0 writes {samples_per_s, epo
     torchrun --standalone --nproc_per_node 2 bench/scale_fit.py OUT.json SAMPLES ROWS EPOCHS
 """
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -17,11 +16,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent / "gpu"))
 from resnet import ResNet18  # noqa: E402
 
+from edgeslim.compress import distributed  # noqa: E402
 from edgeslim.compress.train import FitOptions, fit  # noqa: E402
 
 
 def main(out: str, samples: int, rows: int, epochs: int) -> None:
-    ranks = int(os.environ.get("WORLD_SIZE", "1"))
+    ranks = distributed.world_size()
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(samples, 3, 32, 32, generator=generator)
     labels = torch.randint(0, 10, (samples,), generator=generator)
@@ -32,7 +32,7 @@ def main(out: str, samples: int, rows: int, epochs: int) -> None:
     history = []
     fit(student, batches, FitOptions(epochs=epochs, lr=1e-3, teacher_cache="off", device="cpu"), "scale",
         teacher=teacher, history=history)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if distributed.is_writer():
         epoch_s = min(row["seconds"] for row in history)  # the first may pay for warm-up
         Path(out).write_text(json.dumps({"samples_per_s": samples / epoch_s, "epoch_s": epoch_s, "ranks": ranks,
                                          "threads": torch.get_num_threads(), "samples": samples,

@@ -57,3 +57,13 @@ def copy_checkout(destination: Path) -> Path:
             (destination / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, destination / name)
     return destination
+
+
+def wait_for_text(path: Path, text: str, timeout: float) -> None:
+    """Wait until a child process's log at `path` holds `text` (polling every 0.1 s); fail the test after `timeout`."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while text not in path.read_text():
+        assert time.monotonic() < deadline, f"{text!r} never appeared: {path.read_text()[-2000:]}"
+        time.sleep(0.1)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import ZOO, spec
+from helpers import ZOO, spec, wait_for_text
 
 FIT = Path(__file__).parents[1] / "fixtures" / "ddp_fit.py"
 
@@ -21,16 +21,22 @@ def _torchrun(*args, ranks=2, env=None, **popen):
     return subprocess.Popen([str(a) for a in command], env={**os.environ, **(env or {})}, text=True, **popen)
 
 
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory):
-    from edgeslim.compress.train import FitOptions, fit
-    from edgeslim.core.specs import load_data
-
+def _fit_models():
+    """tests/fixtures/ddp_fit_models.py, which the torchrun child imports beside itself."""
     sys.path.insert(0, str(FIT.parent))
     try:
         import ddp_fit_models
     finally:
         sys.path.pop(0)
+    return ddp_fit_models
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    from edgeslim.compress.train import FitOptions, fit
+    from edgeslim.core.specs import load_data
+
+    ddp_fit_models = _fit_models()
     model = ddp_fit_models.mlp(0)
     data = load_data(spec("digits"))
     fit(model, ddp_fit_models.rebatched(data.train, 64), FitOptions(epochs=10, lr=1e-2), "teacher")
@@ -107,7 +113,7 @@ def test_torchrun_compress_writes_one_bundle_and_a_killed_rank_stops_the_job(tmp
         job = _torchrun(*common, "--epochs", "2000", "--out", tmp_path / "killed", stdout=subprocess.DEVNULL,
                         stderr=sink)
         rank_one = _wait_for_rank(job.pid, 1)
-        _wait_for(log, "distill epoch 2/2000")  # well into training
+        wait_for_text(log, "distill epoch 2/2000", 120.0)  # well into training
         os.kill(rank_one, signal.SIGKILL)
         killed = time.monotonic()
         job.wait(timeout=120)
@@ -116,13 +122,6 @@ def test_torchrun_compress_writes_one_bundle_and_a_killed_rank_stops_the_job(tmp
     sentences = [line for line in stderr.splitlines() if line.startswith("edgeslim: ")]
     assert len(sentences) == 1 and "another rank stopped during killed: distill epoch" in sentences[0], stderr[-3000:]
     assert not (tmp_path / "killed").exists()
-
-
-def _wait_for(path: Path, text: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in path.read_text():
-        assert time.monotonic() < deadline, f"{text!r} never appeared: {path.read_text()[-2000:]}"
-        time.sleep(0.2)
 
 
 def _wait_for_rank(launcher: int, rank: int, timeout: float = 120.0) -> int:
@@ -144,11 +143,7 @@ def test_the_cached_teacher_trains_the_same_student_as_the_live_one_and_cleans_u
     from edgeslim.core.specs import load_data
 
     monkeypatch.setenv("EDGESLIM_CACHE", str(tmp_path))
-    sys.path.insert(0, str(FIT.parent))
-    try:
-        import ddp_fit_models
-    finally:
-        sys.path.pop(0)
+    ddp_fit_models = _fit_models()
     data = load_data(spec("digits"))
     batches = ddp_fit_models.rebatched(data.train, 64)
     teacher, student = ddp_fit_models.mlp(0), ddp_fit_models.mlp(1)

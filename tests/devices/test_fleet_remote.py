@@ -5,12 +5,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from helpers import spec
+from helpers import spec, wait_for_text
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +52,7 @@ def test_a_device_that_stops_answering_leaves_the_others_figures(cnn_bundles, ss
                                 "--data", spec("digits"), "--device", "cpu", "--device", steady, "--device", dropping,
                                 "--runs", "200", "--warmup", "5", "--out", tmp_path / "r.json"],
                                stdout=subprocess.DEVNULL, stderr=sink, env=env, text=True)
-        _wait_for(log, f"validate fp32 on {dropping_name}: p50")  # the first bundle measured there
+        wait_for_text(log, f"validate fp32 on {dropping_name}: p50", 180.0)  # the first bundle measured there
         _kill_server_and_sessions(second_sshd)
         job.wait(timeout=300)
     stderr = log.read_text()
@@ -67,13 +66,6 @@ def test_a_device_that_stops_answering_leaves_the_others_figures(cnn_bundles, ss
     assert list(int8["failed"]) == [dropping_name] and "does not answer" in int8["failed"][dropping_name]
     assert int8["accuracy"] > 90.0
     assert f"int8 on {dropping_name}" in (tmp_path / "r.md").read_text()
-
-
-def _wait_for(path: Path, text: str, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in path.read_text():
-        assert time.monotonic() < deadline, f"{text!r} never appeared: {path.read_text()[-2000:]}"
-        time.sleep(0.1)
 
 
 def _kill_server_and_sessions(server) -> None:
