@@ -32,6 +32,9 @@ class StepContext:
     # Per-kernel times of one model on the target, from onnxruntime's profiler ({kernel name: µs});
     # None where the target is not this host (a remote device, an estimated board).
     profile: Callable | None = None
+    # The ONNX steps that run after the current one: a step that keeps its result only where it is faster
+    # times it in the form those steps will give it (a fused graph as the INT8 that follows will run it).
+    after: list = field(default_factory=list)
 
     def record(self, **facts) -> None:
         """Facts a step measured (parameters before and after, samples used) for the manifest."""
@@ -114,8 +117,10 @@ def build_bundle(base_model, steps: list, data: DataSplits, out_dir: Path, name:
             ctx.record(source=fp32_source(base_model, data, metric, export_config, exported))
         parity_batches = [inputs for inputs, _ in data.val] or data.calibration_inputs()
         parity = check_parity(model, proto, parity_batches, in_names, _parity_config(proto, export_config))
-        for step in (s for s in steps if s.stage == "onnx"):
+        onnx_steps = [s for s in steps if s.stage == "onnx"]
+        for index, step in enumerate(onnx_steps):
             log(f"{name}: {step.name} {_options(step)}".rstrip())
+            ctx.after = onnx_steps[index + 1:]
             proto = apply_step(proto, step, ctx)
         kernels = _int8_kernel_check(proto, parity_batches, in_names, name)
         coverage = _int8_coverage(proto, steps, ctx)

@@ -152,7 +152,9 @@ def _onnx_step_lines(metrics: dict) -> list[str]:
     graph = metrics.get("graph_optimization")
     if isinstance(graph, dict):
         fused = ", ".join(f"{count} {op}" for op, count in (graph.get("fused") or {}).items()) or "nothing"
-        verdict = "kept" if graph.get("kept") else f"not kept: {graph.get('why')}"
+        timed = (f" ({graph['x_parent']:.2f}x the input graph's time, timed as {graph.get('timed_as', 'float')})"
+                 if isinstance(graph.get("x_parent"), (int, float)) else "")
+        verdict = f"kept{timed}" if graph.get("kept") else f"not kept: {graph.get('why')}"
         lines.append(f"  graph   {graph.get('model_type')} fusions: {fused}; {verdict}")
         if graph.get("note"):
             lines.append(f"  graph   {graph['note']}")

@@ -231,6 +231,8 @@ def test_dynamic_int8_and_int4_after_optimize(cli, tmp_path, monkeypatch):
     dynamic = _compress(cli, tmp_path / "dynamic", "--quantize", "dynamic")
     assert [s["step"] for s in dynamic["compression"]] == ["optimize", "dynamic"]
     assert dynamic["metrics"]["graph_optimization"]["kept"] is True
+    # judged as the dynamic step will run it, not as the float graph
+    assert dynamic["metrics"]["graph_optimization"]["timed_as"].startswith("dynamic INT8")
     families = dynamic["metrics"]["int8_coverage"]["families"]
     assert families["attention"] == {"int8": LAYERS, "float": 0, "float_nodes": []}  # QAttention
     assert dynamic["ops"].get("QAttention") == LAYERS
@@ -242,8 +244,21 @@ def test_dynamic_int8_and_int4_after_optimize(cli, tmp_path, monkeypatch):
 
     int4 = _compress(cli, tmp_path / "int4", "--quantize", "int4")
     record, coverage = int4["metrics"]["int4"], int4["metrics"]["int8_coverage"]
+    assert int4["metrics"]["graph_optimization"]["timed_as"] == "float"  # MatMulNBits: no dynamic INT8 after it
     # Q, K and V went into Attention's packed weight (float): each layer's attention output and FFN's two are left.
     assert record["matmul_nbits"] == record["matmuls"] == 3 * LAYERS == coverage["families"]["matmul"]["int4"]
     assert coverage["families"]["attention"]["float"] == LAYERS
     onnx.checker.check_model(onnx.load(tmp_path / "int4" / "model.onnx"))
     assert sorted(path.name for path in tmp_path.iterdir()) == ["dynamic", "int4"]
+
+
+def test_the_fused_graph_is_timed_as_the_int8_step_after_it_will_run_it():
+    from edgeslim.compress.graph_optimize import _as_later_steps_run
+
+    proto, ctx = _exported("eager_sentence_encoder")
+    ctx.after = [make_step("int8")]  # auto: its forms include dynamic INT8 for a graph with MatMuls
+    words, quantized = _as_later_steps_run(proto, ctx)
+    assert words.startswith("dynamic INT8") and _ops(quantized(proto)).get("MatMulInteger", 0) > 0
+    ctx.after = [make_step("int8", {"backend": "nncf"})]  # static QDQ: fused ops stay float, so judge in float
+    words, quantized = _as_later_steps_run(proto, ctx)
+    assert words == "float" and quantized(proto) is proto
