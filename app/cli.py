@@ -30,7 +30,7 @@ CONSOLE = "edgeslim.console"  # ctx.meta's key for --quiet and --debug, given be
 SECTIONS = {
     "Input": ("model_spec", "weights", "data_spec", "metric"),
     "Prune": ("prune_ratio", "round_to", "prune_ignore"),
-    "Distill": ("distill", "epochs", "lr", "distill_loss"),
+    "Distill": ("distill", "epochs", "lr", "distill_loss", "distill_features"),
     "Quantize": ("quantize", "int8_backend", "calibration_samples", "max_accuracy_drop", "relative", "qat_epochs",
                  "qat_lr", "overflow_fix", "int4_block_size"),
     "Budget": ("target_size", "target_latency"),
@@ -337,6 +337,9 @@ def _bundle_output(out: Path, force: bool):
 @click.option("--distill-loss", type=click.Choice(DISTILL_LOSSES), default="auto", show_default=True,
               help="What the output matches the original's by: kl (class logits), sequence_kl (per time step), "
                    "cosine or mse (embeddings, features); auto chooses from the output's shape and the labels.")
+@click.option("--distill-features", multiple=True, help="A module whose output the compressed model learns to "
+              "give as the original does (repeatable), or auto: each layer of the model's ModuleLists whose output "
+              "keeps the original's shape (a transformer's layers). Default: the model's output alone.")
 @click.option("--quantize", type=click.Choice(QUANTIZE_MODES), default="none", show_default=True,
               help="int8: integer kernels (see --int8-backend); dynamic: int8 matmul weights, activations quantized "
                    "at run time; fp16: half precision; int4: weight-only 4-bit MatMul weights (onnxruntime's "
@@ -369,7 +372,7 @@ def _bundle_output(out: Path, force: bool):
               "the allowed accuracy drop; nncf and ort give integer kernels (NNCF or onnxruntime's quantizer), "
               "dynamic quantizes matmul activations at run time, weights stores int8 and computes in float.")
 def compress(model_spec, weights, data_spec, metric, out, name, opset, atol, rtol, dynamic_axes, force, prune_ratio,
-             round_to, prune_ignore, distill, epochs, lr, distill_loss, quantize, calibration_samples,
+             round_to, prune_ignore, distill, epochs, lr, distill_loss, distill_features, quantize, calibration_samples,
              max_accuracy_drop, relative, target_size, target_latency, device, qat_epochs, qat_lr, overflow_fix,
              int8_backend, int4_block_size, optimize_graph) -> None:
     """One compressed bundle: prune, distill, quantize, export (to a budget with --target-*)."""
@@ -381,7 +384,8 @@ def compress(model_spec, weights, data_spec, metric, out, name, opset, atol, rto
     with _bundle_output(out, force):
         try:
             options = PlanOptions(prune=prune_ratio, round_to=round_to, prune_ignore=prune_ignore, distill=distill,
-                                  epochs=epochs, lr=lr, distill_loss=distill_loss, qat_epochs=qat_epochs,
+                                  epochs=epochs, lr=lr, distill_loss=distill_loss,
+                                  distill_features=distill_features, qat_epochs=qat_epochs,
                                   qat_lr=qat_lr, quantize=quantize,
                                   calibration_samples=calibration_samples, max_accuracy_drop=max_accuracy_drop,
                                   relative=relative, overflow_fix=overflow_fix, int8_backend=int8_backend,

@@ -36,6 +36,7 @@ class PlanOptions:
     epochs: int = 10                    # distillation
     lr: float = 1e-3
     distill_loss: str = "auto"          # one of DISTILL_LOSSES; auto: from the output's shape and the labels
+    distill_features: tuple[str, ...] = ()  # module names matched layer by layer, or ("auto",); (): the output only
     distill_options: dict = field(default_factory=dict)   # further DistillConfig options (a sweep's `distill`)
     qat_epochs: int | None = None       # quantization-aware training instead of PTQ; None: none
     qat_lr: float = 1e-4
@@ -50,6 +51,7 @@ class PlanOptions:
 
     def __post_init__(self):
         object.__setattr__(self, "prune_ignore", tuple(self.prune_ignore))
+        object.__setattr__(self, "distill_features", tuple(self.distill_features))
         if self.quantize not in QUANTIZE_MODES:
             raise ConfigError(f"quantize {self.quantize!r} is not a mode; the modes are {', '.join(QUANTIZE_MODES)}")
         if self.max_accuracy_drop is not None and self.quantize not in ("none", "int8"):
@@ -77,8 +79,9 @@ def plan_steps(options: PlanOptions) -> list:
         steps.append(make_step("prune", {"ratio": options.prune, "round_to": options.round_to,
                                          "ignore": list(options.prune_ignore)}))
     if options.distills:
+        features = {"features": list(options.distill_features)} if options.distill_features else {}
         steps.append(make_step("distill", {"epochs": options.epochs, "lr": options.lr, "loss": options.distill_loss,
-                                           **options.distill_options}))
+                                           **features, **options.distill_options}))
     if options.qat_epochs is not None:
         fix = {"overflow_fix": options.overflow_fix} if options.overflow_fix not in (None, "auto") else {}
         steps.append(make_step("qat", {"epochs": options.qat_epochs, "lr": options.qat_lr,

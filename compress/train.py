@@ -116,7 +116,9 @@ class FeatureMatcher:
             cin, cout = student.shape[1 if student.dim() == 4 else -1], teacher.shape[1 if teacher.dim() == 4 else -1]
             conv = student.dim() == 4
             layer = torch.nn.Conv2d(cin, cout, 1, bias=False) if conv else torch.nn.Linear(cin, cout, bias=False)
-            self.adapters[name] = layer.to(self.device)
+            # A width pruning left whole holds the teacher's own features: match them as they are. A random
+            # adapter would first have to learn the identity, and could hide a difference it learns to undo.
+            self.adapters[name] = (torch.nn.Identity() if cin == cout else layer).to(self.device)
         return self.adapters[name]
 
     def parameters(self):

@@ -49,6 +49,38 @@ def test_feature_distillation_trains_adapters_to_the_teacher(weights, data):
         apply_step(copy.deepcopy(pruned), make_step("distill", {"epochs": 1, "features": ["nope"]}), ctx)
 
 
+def test_auto_features_are_the_blocks_whose_output_keeps_its_shape():
+    from edgeslim.compress.distill import matching_blocks
+
+    class Blocks(torch.nn.Module):
+        def __init__(self, hidden):
+            super().__init__()
+            self.blocks = torch.nn.ModuleList([torch.nn.Linear(4, hidden), torch.nn.Linear(hidden, 4)])
+
+        def forward(self, x):
+            return self.blocks[1](self.blocks[0](x))
+
+    # the first block's width was pruned (8 -> 6): only the second still gives the teacher's shape
+    assert matching_blocks(Blocks(6), Blocks(8), torch.zeros(2, 4)) == ["blocks.1"]
+    cnn = load_model(spec("small_cnn"))  # a Sequential, no ModuleList: nothing to match
+    assert matching_blocks(cnn, copy.deepcopy(cnn), torch.zeros(1, 1, 8, 8)) == []
+
+
+@pytest.mark.slow  # a pruned BertModel distilled for one epoch
+def test_compress_distills_a_pruned_bert_layer_by_layer(cli, tmp_path):
+    import json
+    from pathlib import Path
+
+    real = Path(__file__).resolve().parents[1] / "fixtures" / "real_arch.py"
+    result = cli("compress", "--model", f"{real}:sentence_encoder", "--data", f"{real}:tokens", "--metric",
+                 f"{real}:output_scale", "--prune", "0.5", "--epochs", "1", "--distill-features", "auto",
+                 "--out", tmp_path / "b")
+    assert result.exit_code == 0, result.stderr
+    metrics = json.loads((tmp_path / "b" / "manifest.json").read_text())["metrics"]
+    assert metrics["distill_features"] == ["bert.encoder.layer.0", "bert.encoder.layer.1"]
+    assert metrics["distill_run"]["teacher"] == "live"  # the layers' outputs are not in the teacher cache
+
+
 def test_early_stopping_keeps_the_best_epoch(weights, data, capsys, progress_on):
     teacher, student = _teacher_and_student(weights)
     history = []
