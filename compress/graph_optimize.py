@@ -54,7 +54,7 @@ class OptimizeConfig(StepConfig):
 
 @register_step(OptimizeConfig)
 def optimize(model, config: OptimizeConfig, ctx):
-    from edgeslim.compress.quantize import calibration_samples
+    from edgeslim.compress.quantize import timing_sample
 
     heads, hidden, found_by = _heads(model, config)
     fused, counts = fuse(model, config.model_type, heads, hidden, explicit=found_by != "config")
@@ -63,7 +63,7 @@ def optimize(model, config: OptimizeConfig, ctx):
     if "Softmax" in _op_types(model) and not counts.get("Attention") and not counts.get("MultiHeadAttention"):
         record["note"] = ("no attention fused: onnxruntime's fusions did not recognise this graph's attention "
                           "(a Hugging Face model exported with attn_implementation='eager' has the pattern they read)")
-    why = _refusal(model, fused, counts, config, record, ctx, calibration_samples(ctx, 1)[0])
+    why = _refusal(model, fused, counts, config, record, ctx, timing_sample(ctx))
     record.update(kept=why is None, **({"why": why} if why else {}))
     ctx.record(graph_optimization=record)
     fused_text = ", ".join(f"{count} {op}" for op, count in counts.items()) or "nothing"

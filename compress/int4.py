@@ -44,7 +44,7 @@ class Int4Config(StepConfig):
 
 @register_step(Int4Config)
 def int4(model, config: Int4Config, ctx):
-    from edgeslim.compress.quantize import calibration_samples
+    from edgeslim.compress.quantize import timing_sample
 
     work = copy.deepcopy(model)  # rewritten in place here and by onnxruntime's quantizer; `model` stays the parent
     converted = gemms_as_matmuls(work, config.block_size)
@@ -59,7 +59,7 @@ def int4(model, config: Int4Config, ctx):
               "gemms_as_matmuls": converted, "size_bytes": quantized.ByteSize(),
               "parent": {"size_bytes": model.ByteSize()}}
     _score(model, quantized, record, ctx)
-    _time(model, quantized, record, ctx, calibration_samples(ctx, 1)[0])
+    _time(model, quantized, record, ctx, timing_sample(ctx))
     ctx.record(int4=record, **({"speed_note": record["speed_note"]} if "speed_note" in record else {}))
     log(f"{ctx.candidate}: int4: {record['matmul_nbits']} of {record['matmuls']} MatMul weights as MatMulNBits "
         f"(block {config.block_size}, {'symmetric' if config.symmetric else 'asymmetric'}, accuracy_level "

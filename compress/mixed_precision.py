@@ -30,13 +30,15 @@ _QDQ_SUFFIX = re.compile(r"_(Quantize|Dequantize)Linear$")
 def refine(parent, built: dict, chosen: str, config, ctx, samples: list[dict]):
     """The model to keep: the chosen whole form, or a mixed one measured faster; `ctx.records['int8_form']`
     gains a `mixed` entry that says what was measured and why."""
+    from edgeslim.compress.quantize import timing_sample
+
     record = ctx.records["int8_form"]
     base = _base_form(record, config)
     why_not = _why_not_tried(base, config, ctx)
     if why_not:
         record["mixed"] = {"tried": False, "why": why_not}
         return built[chosen]
-    layers = per_layer_times(parent, built[base], ctx, samples[0])
+    layers = per_layer_times(parent, built[base], ctx, timing_sample(ctx))
     slower = [name for name, row in layers.items() if row["in_float"]]
     record["mixed"] = {"tried": True, "base": base, "layers": layers, "in_float": slower}
     integer = [name for name, row in layers.items() if row.get("int8_us") is not None]
@@ -46,7 +48,7 @@ def refine(parent, built: dict, chosen: str, config, ctx, samples: list[dict]):
         _say(ctx.candidate, record["mixed"])
         return built[chosen]
     mixed = _rebuilt(parent, base, slower, config, ctx, samples)
-    return _kept_if_faster(parent, built, chosen, mixed, record, config, ctx, samples[0])
+    return _kept_if_faster(parent, built, chosen, mixed, record, config, ctx, timing_sample(ctx))
 
 
 def _base_form(record: dict, config) -> str | None:

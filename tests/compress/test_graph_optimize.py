@@ -262,3 +262,23 @@ def test_the_fused_graph_is_timed_as_the_int8_step_after_it_will_run_it():
     ctx.after = [make_step("int8", {"backend": "nncf"})]  # static QDQ: fused ops stay float, so judge in float
     words, quantized = _as_later_steps_run(proto, ctx)
     assert words == "float" and quantized(proto) is proto
+
+
+def test_steps_time_at_the_export_examples_shape_not_a_short_train_batch():
+    """Train batches grouped by length can be far shorter than what the bundle is benchmarked at: the optimize
+    step, the int8 form choice and INT4 all time on the first row of the export example."""
+    import numpy as np
+
+    from edgeslim.compress.quantize import calibration_samples, timing_sample
+
+    proto, ctx = _exported("eager_sentence_encoder")
+    short = [({name: value[:, :5] for name, value in inputs.items()}, labels) for inputs, labels in ctx.data.train]
+    ctx.data.train = short
+    sample = timing_sample(ctx)
+    example = ctx.example_inputs
+    assert {name: value.shape for name, value in sample.items()} == {name: (1, example[name].shape[1])
+                                                                     for name in ctx.input_names}
+    assert np.array_equal(sample["input_ids"][0], example["input_ids"][0])
+    assert calibration_samples(ctx, 1)[0]["input_ids"].shape[1] == 5  # what the steps timed on before
+    result = apply_step(proto, make_step("optimize"), ctx)
+    assert ctx.records["graph_optimization"]["kept"] == (result is not proto)
