@@ -107,12 +107,15 @@ def _ort(model, samples, config, ctx):
 def _dynamic(model, samples, config, ctx):
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from edgeslim.compress.tables import blockwise_tables
+
     def quantize(source, target):
         quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=True,
                          reduce_range=config.overflow_fix == "enable", op_types_to_quantize=DYNAMIC_OPS,
                          nodes_to_exclude=list(config.in_float), extra_options=FLOAT_BY_DEFAULT)
 
-    return through_files(model, quantize)
+    quantized = through_files(model, quantize)
+    return blockwise_tables(quantized, model)[0]
 
 
 def through_files(model, quantize, prepare: bool = True):

@@ -202,12 +202,13 @@ def dynamic(model, config: DynamicConfig, ctx):
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from edgeslim.compress.int8_forms import FLOAT_BY_DEFAULT, through_files
+    from edgeslim.compress.tables import blockwise_tables
 
     def quantize(source, target):
         quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=config.per_channel,
                          extra_options=FLOAT_BY_DEFAULT)
 
-    return through_files(model, quantize, prepare=False)
+    return blockwise_tables(through_files(model, quantize, prepare=False), model)[0]
 
 
 @register_step(Fp16Config)

@@ -238,9 +238,11 @@ def test_dynamic_int8_and_int4_after_optimize(cli, tmp_path, monkeypatch):
     assert dynamic["ops"].get("QAttention") == LAYERS
     # the word embeddings stay a Gather that dynamic INT8 stores in 8 bits, not an EmbedLayerNormalization input
     assert "EmbedLayerNormalization" not in dynamic["ops"]
+    # (edgeslim.compress.tables: with a scale per block of each row)
     embeddings = [t for t in onnx.load(tmp_path / "dynamic" / "model.onnx").graph.initializer
-                  if t.name.endswith("word_embeddings.weight_quantized")]
+                  if t.name.endswith("word_embeddings.weight_blocks_uint8")]
     assert len(embeddings) == 1 and embeddings[0].data_type == onnx.TensorProto.UINT8
+    assert dynamic["ops"].get("GatherBlockQuantized") == 3  # word, position and token-type tables
 
     int4 = _compress(cli, tmp_path / "int4", "--quantize", "int4")
     record, coverage = int4["metrics"]["int4"], int4["metrics"]["int8_coverage"]
