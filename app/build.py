@@ -95,9 +95,11 @@ def build_bundle(base_model, steps: list, data: DataSplits, out_dir: Path, name:
     `measure_source` records metrics["source"], the unchanged model's fp32 export (see fp32_source).
     """
     from edgeslim.compress import apply_step, check_order, distributed
+    from edgeslim.compress.quant_sim import settled
     from edgeslim.export.onnx_export import ExportConfig, check_parity, export_onnx
 
     check_order(steps)
+    steps = settled(steps, base_model)
     export_config = export_config or ExportConfig()
     sample = data.sample_inputs()
     ctx = StepContext(data=data, teacher=base_model, metric=metric, example_inputs=sample, candidate=name)

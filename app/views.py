@@ -111,8 +111,10 @@ def _source_lines(source, metrics: dict) -> list[str]:
         run, history = metrics.get(f"{kind}_run"), metrics.get(f"{kind}_history")
         if isinstance(run, dict) and isinstance(history, list) and history:
             ranks = f"{run.get('ranks')} ranks ({run.get('backend')}), " if (run.get("ranks") or 1) > 1 else ""
+            simulated = (run.get("quantization") or {}).get("simulated")
+            aware = ", through simulated dynamic INT8" if simulated == "dynamic_int8" else ""
             lines.append(f"  {kind:<7} {len(history)} epochs, {ranks}{run.get('precision')}, teacher "
-                         f"{run.get('teacher') or 'none'}, final loss {history[-1].get('loss')}")
+                         f"{run.get('teacher') or 'none'}{aware}, final loss {history[-1].get('loss')}")
     return lines
 
 
