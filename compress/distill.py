@@ -86,7 +86,8 @@ def _quantization_aware(model, train, options, config: DistillConfig, ctx, histo
         more: list[dict] = []
         fit(model, train, phase, label=f"{ctx.candidate}: distill (INT8-aware)", teacher=ctx.teacher,
             val=ctx.data.val, metric=ctx.metric, history=more, facts={})
-        history += [{**epoch, "epoch": len(history) + index} for index, epoch in enumerate(more, 1)]
+        history += [{**epoch, "epoch": len(history) + index, "simulated": simulated.kind}
+                    for index, epoch in enumerate(more, 1)]
         facts["quantization"] = {"simulated": simulated.kind, "linear_layers": simulated.layers, "lr": phase.lr,
                                  "epochs": [epoch["epoch"] for epoch in history[-len(more):]]}
         if ctx.data.val:

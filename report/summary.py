@@ -148,10 +148,22 @@ def history_rows(report: dict) -> list[dict]:
             scored = [(epoch["val"], epoch.get("epoch")) for epoch in epochs if _finite(epoch.get("val"))]
             best = max(scored, key=lambda pair: pair[0]) if scored else (None, None)  # the first epoch of the best
             seconds = [epoch["seconds"] for epoch in epochs if _finite(epoch.get("seconds"))]
-            rows.append({"name": entry["name"], "key": key, "kind": kind, "epochs": len(epochs),
-                         "first_loss": epochs[0].get("loss"), "last_loss": epochs[-1].get("loss"),
-                         "best_val": best[0], "best_epoch": best[1], "seconds": sum(seconds) if seconds else None})
+            rows.append({"name": entry["name"], "key": key, "kind": kind + _simulated_text(epochs),
+                         "epochs": len(epochs), "first_loss": epochs[0].get("loss"),
+                         "last_loss": epochs[-1].get("loss"), "best_val": best[0], "best_epoch": best[1],
+                         "seconds": sum(seconds) if seconds else None})
     return rows
+
+
+def _simulated_text(epochs: list[dict]) -> str:
+    """"; epochs 9-10 through simulated dynamic_int8" where some epochs ran quantization-aware (their val is the
+    simulated quantized model's, not the float one's), else ""."""
+    simulated = [epoch for epoch in epochs if epoch.get("simulated")]
+    if not simulated:
+        return ""
+    numbers = [epoch.get("epoch") for epoch in simulated]
+    span = f"epoch {numbers[0]}" if len(numbers) == 1 else f"epochs {numbers[0]}-{numbers[-1]}"
+    return f"; {span} through simulated {simulated[0]['simulated']}"
 
 
 def speed_text(ratio: float) -> str:

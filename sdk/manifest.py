@@ -93,7 +93,9 @@ class KeptWhole:
 
 @dataclass
 class EpochRecord:
-    """One epoch of distillation or QAT: mean train loss, val metric, learning rate at its end, seconds."""
+    """One epoch of distillation or QAT: mean train loss, val metric, learning rate at its end, seconds;
+    `simulated`: the quantization the epoch trained and was scored through (quantization-aware distillation's
+    dynamic_int8), absent for a float epoch."""
 
     OPEN: ClassVar[bool] = True
     epoch: int = field(metadata={"minimum": 1})
@@ -101,6 +103,7 @@ class EpochRecord:
     val: float | None = None
     lr: float | None = None
     seconds: float | None = None
+    simulated: str | None = None
 
 
 @dataclass

@@ -45,6 +45,15 @@ def test_each_fine_tuning_in_one_row():
     assert history_rows(tiny_report()) == []
 
 
+def test_quantization_aware_epochs_are_named_as_simulated():
+    report = _report()
+    report["candidates"][1]["distill_history"] = DISTILL[:2] + [dict(DISTILL[2], simulated="dynamic_int8")]
+    check_report(json.loads(json.dumps(report)), "the report with a quantization-aware epoch")
+    kinds = [row["kind"] for row in history_rows(report)]
+    assert kinds == ["distillation; epoch 3 through simulated dynamic_int8", "distillation", "QAT"]
+    assert "| `int8` | distillation; epoch 3 through simulated dynamic_int8 | 3 |" in render_markdown(report)
+
+
 def test_the_markdown_has_the_compact_table():
     text = render_markdown(_report())
     assert ("## Fine-tuning per epoch\n\n| candidate | fine-tuning | epochs | train loss, first → last | best val "
