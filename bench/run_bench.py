@@ -24,9 +24,11 @@ between runs (the default cache is a new temporary folder, so the demo runs cold
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,6 +49,7 @@ def machine() -> str:
 
 
 CACHE = tempfile.mkdtemp(prefix="edgeslim-bench-cache-")
+atexit.register(shutil.rmtree, CACHE, ignore_errors=True)  # a run's checkpoints and caches: GBs on MiniLM
 # Part peers' trained weights; BENCH_CACHE keeps them between runs without warming the demo's cache.
 PEERS_CACHE = Path(os.environ.get("BENCH_CACHE") or CACHE)
 PARTS = ("demo", "budgets", "models", "peers", "real", "scale")
