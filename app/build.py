@@ -208,14 +208,27 @@ def _session_settings(profile) -> tuple:
     return options, provider_chain(resolve_provider(profile.provider))
 
 
+def timing_settings(profile) -> tuple:
+    """(SessionOptions, providers) for sessions timed against each other in one process (see _local_measure)."""
+    options, providers = _session_settings(profile)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options, providers
+
+
 def _local_measure(profile) -> Callable:
-    """Alternating in one process, with the profile's provider and threads."""
+    """Alternating in one process, with the profile's provider and threads, the sessions' threads not spinning.
+
+    Two sessions in one process each keep their pool's threads spinning after a run, on the cores the other
+    session's run needs next. Measured 2026-11-24, all-MiniLM-L6-v2 pruned by 0.3, dynamic INT8 fused
+    (QAttention) against unfused, 2 cores: with spinning the fused graph read 1.06x to 1.53x the unfused one's
+    time over seven measurements (the optimize step refused it); without, 0.94x, 0.95x, 0.94x; each in a
+    process of its own (what a device runs), 0.87x to 1.02x, median 0.97x."""
     import onnxruntime as ort
 
     from edgeslim.sdk.stats import alternating, paired_ratios
 
     def measure(models: dict, feed: dict) -> dict:
-        options, providers = _session_settings(profile)
+        options, providers = timing_settings(profile)
         sessions = {name: ort.InferenceSession(model.SerializeToString(), options, providers=providers)
                     for name, model in models.items()}
         calls = {name: (lambda s=session: s.run(None, feed)) for name, session in sessions.items()}

@@ -107,3 +107,23 @@ def test_this_hosts_settings_follow_its_features(cli, weights, tmp_path):
     settings = settings["metrics"]["int8_settings"]
     wide = bool(set(host_features()) & {"avx512_vnni", "avx_vnni", "asimddp"})
     assert settings["overflow_fix"] == ("disable" if wide else "enable")
+
+
+def test_graphs_timed_against_each_other_run_with_threads_that_do_not_spin():
+    # Two sessions in one process: one's spinning threads hold the cores the other's run needs next, and
+    # the comparison of a fused transformer against the unfused one flipped (app/build.py _local_measure).
+    from edgeslim.build import build_target, timing_settings
+    from edgeslim.devices.targets import get_target
+
+    options, providers = timing_settings(get_target("cpu").profile)
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert providers[0] == "CPUExecutionProvider"
+    target, measure = build_target("cpu")
+    import onnx.helper as h
+
+    graph = h.make_graph([h.make_node("Relu", ["x"], ["y"])], "g",
+                         [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])],
+                         [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    timed = measure({"parent": model, "same": model}, {"x": np.ones((1, 4), np.float32)})
+    assert set(timed["p50_ms"]) == {"parent", "same"} and timed["x_parent"]["parent"] == 1.0
