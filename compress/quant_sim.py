@@ -4,9 +4,10 @@ Where a later step quantizes activations to INT8 (the int8 step, the dynamic ste
 with an epoch that trains the student through the rounding the target will apply, so that it learns to
 tolerate it (compress.distill). The simulation is onnxruntime's DynamicQuantizeLinear on the input of
 every nn.Linear: uint8, asymmetric, the range the tensor's own min and max (with zero inside), round half
-to even; gradients pass straight through. The weights are left exact: their per-channel int8 rounding costs little (measured 2026-11-24 on
-all-MiniLM-L6-v2 pruned by 0.3: val cosine 97.12 in float, 97.11 with int8 weights alone, 96.70 with
-dynamic INT8 activations too). Convolutions and recurrent layers are not simulated.
+to even; gradients pass straight through. The weights are left exact: their per-channel int8 rounding
+costs little (measured 2026-11-24 on all-MiniLM-L6-v2 pruned by 0.3: val cosine 97.12 in float, 97.11
+with int8 weights alone, 96.70 with dynamic INT8 activations too). Convolutions and recurrent layers are
+not simulated.
 
 Measured the same day: the simulated score on val was 96.78 where onnxruntime's dynamic INT8 bundle gave
 96.70 (the rest is the embedding tables, quantized as well).
