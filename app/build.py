@@ -220,9 +220,9 @@ def _local_measure(profile) -> Callable:
 
     Two sessions in one process each keep their pool's threads spinning after a run, on the cores the other
     session's run needs next. Measured 2026-11-24, all-MiniLM-L6-v2 pruned by 0.3, dynamic INT8 fused
-    (QAttention) against unfused, 2 cores: with spinning the fused graph read 1.06x to 1.53x the unfused one's
-    time over seven measurements (the optimize step refused it); without, 0.94x, 0.95x, 0.94x; each in a
-    process of its own (what a device runs), 0.87x to 1.02x, median 0.97x."""
+    (QAttention) against unfused, 2 cores: with spinning the fused graph read 1.03x to 1.53x the unfused one's
+    time over nineteen measurements, median 1.20x (the optimize step refused it); without, 0.94x, 0.95x,
+    0.94x; each in a process of its own (what a device runs), 0.87x to 1.02x, median 0.97x."""
     import onnxruntime as ort
 
     from edgeslim.sdk.stats import alternating, paired_ratios
