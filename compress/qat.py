@@ -12,12 +12,23 @@ set here, before fine-tuning, so that training sees the precision the target com
 """
 from __future__ import annotations
 
+import contextlib
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 from edgeslim.compress.quantize import check_overflow_fix
 from edgeslim.compress.registry import StepConfig, register_step, require
+from edgeslim.core.errors import EdgeslimError
 from edgeslim.core.progress import log, progress
+
+# NNCF compiles its CPU quantize kernels on first use (about a minute on 2 idle cores; torch rebuilds
+# them for each new environment path) and by default gives up after 60 s, which a busy machine
+# overruns: edgeslim waits this long unless the user set NNCF_EXTENSION_LOAD_TIMEOUT.
+KERNEL_BUILD_TIMEOUT_SECONDS = 300
+# A build lock older than this was left by a process killed mid-build.
+STALE_BUILD_LOCK_SECONDS = 600
 
 
 @dataclass
@@ -155,8 +166,53 @@ def narrow_weight_ranges(quantized, example, overflow_fix: str) -> int:
     return len(chosen)
 
 
+def clear_stale_build_lock(build_dir: Path, now: float | None = None) -> bool:
+    """Remove torch's extension-build `lock` in `build_dir` when no build can still hold it; True if removed.
+
+    torch's build lock is a bare file, no process id in it: a build killed mid-way leaves it behind,
+    and every later load waits on it until NNCF's timeout, on every run after. Its age tells.
+    """
+    lock = build_dir / "lock"
+    try:
+        age = (time.time() if now is None else now) - lock.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    if age < STALE_BUILD_LOCK_SECONDS:
+        return False
+    log(f"removing {lock}: a build lock {age / 60:.0f} minutes old, left by a build that was stopped")
+    lock.unlink(missing_ok=True)
+    return True
+
+
+@contextlib.contextmanager
+def nncf_kernels():
+    """Clear a stale build lock of NNCF's CPU kernels before they load, give their build time on a busy
+    machine, and say in one sentence when they do not load in time (an environment matter, not a bug)."""
+    import os
+
+    os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", str(KERNEL_BUILD_TIMEOUT_SECONDS))
+    from nncf.torch.extensions import ExtensionLoaderTimeoutException
+    from nncf.torch.quantization.extensions import QuantizedFunctionsCPULoader
+
+    build_dir = Path(QuantizedFunctionsCPULoader.get_build_dir())
+    clear_stale_build_lock(build_dir)
+    try:
+        yield
+    except ExtensionLoaderTimeoutException:
+        raise EdgeslimError(
+            f"NNCF's CPU quantization kernels did not build and load within its time limit: another "
+            f"build may hold {build_dir / 'lock'}; wait for it, remove that file if no build is running, "
+            f"or set NNCF_EXTENSION_LOAD_TIMEOUT=0 to wait without limit") from None
+
+
 @register_step(QatConfig)
 def qat(model, config: QatConfig, ctx):
+    with nncf_kernels():
+        return quantize_and_train(model, config, ctx)
+
+
+def quantize_and_train(model, config: QatConfig, ctx):
+    """NNCF's quantizers, calibrated, fine-tuned with the 7-bit weight ranges, stripped to torch's native ops."""
     import nncf
     import torch
 

@@ -8,7 +8,7 @@ from onnx import numpy_helper
 
 from edgeslim.compress import check_order, make_step
 from edgeslim.core.errors import ConfigError
-from helpers import int8_weight_extent, spec
+from helpers import int8_weight_extent, run_edgeslim, spec
 
 
 def test_qat_bundle_is_int8_qdq_and_as_accurate_as_ptq(cli, weights, cnn_bundles, tmp_path):
@@ -83,3 +83,39 @@ def test_batchnorm_folds_only_where_the_conv_feeds_it_alone():
     assert fold_batchnorm(model, "test") == 1
     assert isinstance(model.bn1, nn.Identity) and isinstance(model.bn2, nn.BatchNorm2d)
     assert torch.allclose(model(x), expected, atol=1e-5)
+
+
+def test_a_build_lock_left_by_a_killed_build_is_removed_and_a_fresh_one_kept(tmp_path):
+    """torch's extension-build lock has no process id: a build killed mid-way left one that made every
+    later QAT wait out NNCF's 60 s timeout and fail. Age decides: older than any build, it goes."""
+    import os
+
+    from edgeslim.compress.qat import STALE_BUILD_LOCK_SECONDS, clear_stale_build_lock
+
+    lock = tmp_path / "lock"
+    assert not clear_stale_build_lock(tmp_path)
+    lock.touch()
+    now = lock.stat().st_mtime
+    assert not clear_stale_build_lock(tmp_path, now=now + 60) and lock.exists()  # a build may be running
+    os.utime(lock, (now - STALE_BUILD_LOCK_SECONDS - 1, now - STALE_BUILD_LOCK_SECONDS - 1))
+    assert clear_stale_build_lock(tmp_path, now=now) and not lock.exists()
+
+
+def test_kernels_held_by_a_running_build_end_in_one_sentence_and_exit_2(tmp_path):
+    """A fresh lock (a build that may still be running) is left alone; NNCF's timeout then reads as one
+    sentence naming the lock and the ways out, not as a bug in edgeslim."""
+    import os
+
+    import torch
+
+    build_dir = tmp_path / "extensions" / "nncf" / "quantized_functions_cpu" / torch.__version__
+    build_dir.mkdir(parents=True)
+    (build_dir / "lock").touch()
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path / "extensions"), "NNCF_EXTENSION_LOAD_TIMEOUT": "2"}
+    done = run_edgeslim("compress", "--model", spec("small_cnn"), "--data", spec("digits"), "--qat", "1",
+                        "--calibration-samples", "8", "--out", tmp_path / "qat", env=env)
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert str(build_dir / "lock") in last and "NNCF_EXTENSION_LOAD_TIMEOUT=0" in last
+    assert "Traceback" not in done.stderr
+    assert (build_dir / "lock").exists() and not (tmp_path / "qat").exists()
