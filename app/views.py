@@ -152,14 +152,26 @@ def _onnx_step_lines(metrics: dict) -> list[str]:
     if metrics.get("speed_note"):
         lines.append(f"  note    {metrics['speed_note']}")
     graph = metrics.get("graph_optimization")
-    if isinstance(graph, dict):
-        fused = ", ".join(f"{count} {op}" for op, count in (graph.get("fused") or {}).items()) or "nothing"
-        timed = (f" ({graph['x_parent']:.2f}x the input graph's time, timed as {graph.get('timed_as', 'float')})"
-                 if isinstance(graph.get("x_parent"), (int, float)) else "")
-        verdict = f"kept{timed}" if graph.get("kept") else f"not kept: {graph.get('why')}"
-        lines.append(f"  graph   {graph.get('model_type')} fusions: {fused}; {verdict}")
-        if graph.get("note"):
-            lines.append(f"  graph   {graph['note']}")
+    return lines + (_graph_lines(graph) if isinstance(graph, dict) else [])
+
+
+def _graph_lines(graph: dict) -> list[str]:
+    """The optimize step's record: what fused, whether kept and why, which layer-norm form was timed faster."""
+    fused = ", ".join(f"{count} {op}" for op, count in (graph.get("fused") or {}).items()) or "nothing"
+    timed = (f" ({graph['x_parent']:.2f}x the input graph's time, timed as {graph.get('timed_as', 'float')})"
+             if isinstance(graph.get("x_parent"), (int, float)) else "")
+    verdict = f"kept{timed}" if graph.get("kept") else f"not kept: {graph.get('why')}"
+    lines = [f"  graph   {graph.get('model_type')} fusions: {fused}; {verdict}"]
+    forms = graph.get("forms") if isinstance(graph.get("forms"), dict) else {}
+    if len(forms) > 1:
+        times = {form: f"{row['x_parent']:.2f}x" for form, row in forms.items()
+                 if isinstance(row, dict) and isinstance(row.get("x_parent"), (int, float))}
+        kept = "neither kept" if not graph.get("kept") else "apart kept" if graph.get("form") == "layer_norm" \
+            else "fused kept"
+        lines.append(f"  graph   layer norms fused into SkipLayerNormalization {times.get('skip_layer_norm', '?')}, "
+                     f"apart after a residual Sum {times.get('layer_norm', '?')}: {kept}")
+    if graph.get("note"):
+        lines.append(f"  graph   {graph['note']}")
     return lines
 
 

@@ -14,6 +14,7 @@ from edgeslim.core.model_io import load_model
 from edgeslim.core.specs import load_data, load_metric
 from edgeslim.export.onnx_export import ExportConfig, export_onnx
 from edgeslim.plan import GRAPH_MODEL_TYPES, PlanOptions, plan_steps
+from edgeslim.views import _graph_lines
 
 pytest.importorskip("transformers")
 
@@ -69,7 +70,18 @@ def test_eager_bert_fuses_one_attention_per_layer_with_the_same_outputs():
     # edgeslim finds it from that reshape and the Q projection's width.
     assert (record["num_heads"], record["hidden_size"], record["heads_from"]) == (HEADS, WIDTH, "graph")
     assert record["fused"]["Attention"] == LAYERS == _ops(fused)["Attention"]
-    assert record["fused"]["SkipLayerNormalization"] == 2 * LAYERS
+    # Two forms timed against each other: layer norms fused into SkipLayerNormalization, or left apart after
+    # a residual Sum (the embeddings' sum too); the faster is kept, and the manifest says which.
+    forms = record["forms"]
+    assert forms["skip_layer_norm"]["fused"]["SkipLayerNormalization"] == 2 * LAYERS
+    assert forms["skip_layer_norm"]["residual_sums"] == 0
+    assert forms["layer_norm"]["residual_sums"] == 2 * LAYERS + 1
+    assert "SkipLayerNormalization" not in forms["layer_norm"]["fused"]
+    assert record["form"] == min(forms, key=lambda form: forms[form]["x_parent"])
+    assert record["fused"] == forms[record["form"]]["fused"] and record["x_parent"] == forms[record["form"]]["x_parent"]
+    said = _graph_lines(record)[1]  # what `edgeslim inspect` prints
+    assert said.startswith("  graph   layer norms fused into SkipLayerNormalization") and said.endswith(
+        "apart kept" if record["form"] == "layer_norm" else "fused kept")
     assert record["outputs"]["max_abs_diff"] < 1e-5 and record["outputs"]["min_cosine"] > 0.99999
     assert record["kept"] is True and "why" not in record, record
     assert record["x_parent"] <= 1.05  # measured on this host against the exported graph
@@ -133,9 +145,50 @@ def test_sdpa_attention_is_not_fused_and_the_manifest_says_why():
     """transformers' default attention exports as torch's scaled-dot-product decomposition, a pattern
     onnxruntime's bert fusions do not read; the layer norms and GELUs still fuse."""
     _, fused, record = _optimized("sentence_encoder")
-    assert "Attention" not in record["fused"] and record["fused"]["SkipLayerNormalization"] == 2 * LAYERS
+    assert "Attention" not in record["fused"]
+    assert record["forms"]["skip_layer_norm"]["fused"]["SkipLayerNormalization"] == 2 * LAYERS
     assert "attn_implementation='eager'" in record["note"]
     assert record["outputs"]["max_abs_diff"] < 1e-5
+
+
+def test_a_residual_sum_keeps_onnxruntime_from_fusing_its_layer_norm_when_it_loads_the_graph():
+    """onnxruntime fuses Add + LayerNormalization into SkipLayerNormalization as it loads a graph whose shapes
+    it knows (its CPU float kernel measured 4x LayerNormalization's time on MiniLM); the same sum as Sum, it
+    leaves the two apart, with the same outputs. A bias Add (one constant input) is left as it is."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeslim.compress.graph_optimize import residual_sums
+
+    rng = np.random.default_rng(0)
+    width = 16
+    weights = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+               for name, shape in (("bias", [width]), ("gamma", [width]), ("beta", [width]))]
+    nodes = [helper.make_node("Add", ["x", "bias"], ["biased"]),
+             helper.make_node("Add", ["biased", "residual"], ["sum"]),
+             helper.make_node("LayerNormalization", ["sum", "gamma", "beta"], ["y"], axis=-1, epsilon=1e-5)]
+    inputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 8, width]) for name in ("x", "residual")]
+    graph = helper.make_graph(nodes, "residual", inputs,
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, width])], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    feed = {name: rng.standard_normal((1, 8, width)).astype(np.float32) for name in ("x", "residual")}
+
+    def loaded(proto):
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            options = ort.SessionOptions()
+            options.optimized_model_filepath = f"{folder}/loaded.onnx"
+            session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+            return session.run(None, feed)[0], _ops(onnx.load(options.optimized_model_filepath))
+
+    before, fused_on_load = loaded(model)
+    assert fused_on_load.get("SkipLayerNormalization") == 1
+    assert residual_sums(model) == 1 and _ops(model) == {"Add": 1, "Sum": 1, "LayerNormalization": 1}
+    after, loaded_ops = loaded(model)
+    assert "SkipLayerNormalization" not in loaded_ops and loaded_ops["LayerNormalization"] == 1
+    assert np.allclose(before, after, atol=1e-5)
 
 
 def _fused_zoo_transformer():
